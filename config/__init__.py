@@ -1,0 +1,228 @@
+"""Settings: the one place that reads the environment, validated at start-up."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import phonenumbers
+
+CHANNELS = ("sms", "sms_reply", "call", "totp")
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the gateway, with the contract's defaults."""
+
+    redis_url: str | None = None
+    api_keys: tuple[str, ...] = ()
+    port: int = 8000
+    public_base_url: str = "http://localhost:8000"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+    twilio_timeout: float = 10.0
+    sms_from: str | None = None
+    voice_caller_id: str | None = None
+    caller_id_by_country: Mapping[str, str] = field(default_factory=dict)
+    sms_code_ttl: int = 300
+    sms_reply_timeout: int = 60
+    call_ttl: int = 300
+    totp_ttl: int = 300
+    code_length: int = 6
+    max_check_attempts: int = 5
+    fallback_channels: tuple[str, ...] = ("call",)
+    allowed_countries: frozenset[str] = frozenset()
+    auto_fixed_line_or_mobile: str = "sms"
+    delivery_deadline: int = 30
+    call_ring_timeout: int = 30
+    call_menu_tries: int = 3
+    fraud_block_seconds: int = 86400
+    organization_name: str = "your organisation"
+    sms_reply_confirmation: bool = True
+    secret_key: str | None = None
+    retention: int = 3600
+    audit_retention: int = 30 * 86400
+    rate_limit_per_number: int = 5
+    rate_limit_window: int = 600
+    resend_interval: int = 30
+    max_body_bytes: int = 16 * 1024
+    server_name: str = field(default_factory=socket.gethostname)
+    queue_name: str = "gateway"
+    worker_class: str = "simple"
+    log_level: str = "INFO"
+    testing: bool = False
+
+    @property
+    def twilio_enabled(self) -> bool:
+        """True when real Twilio credentials are configured."""
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    def replace(self, **changes: object) -> "Settings":
+        """A copy with some settings changed (tests and the dev entry point use it)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> list[str]:
+    return [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+
+
+def _e164(name: str, value: str) -> str:
+    if not E164.match(value):
+        raise ConfigError(name, f"{value!r} is not an E.164 number like +48221234567")
+    return value
+
+
+def _country(name: str, value: str) -> str:
+    code = value.upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(name, f"{value!r} is not an ISO 3166 alpha-2 country code")
+    return code
+
+
+def _channels(name: str, values: list[str]) -> tuple[str, ...]:
+    for value in values:
+        if value not in CHANNELS:
+            raise ConfigError(name, f"unknown channel {value!r}; use {', '.join(CHANNELS)}")
+    return tuple(values)
+
+
+def _url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(name, f"{value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"expected true or false, got {raw!r}")
+
+
+def _layered(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment laid over the optional TOML file named by CONFIG_FILE."""
+    merged: dict[str, str] = {}
+    path = environ.get("CONFIG_FILE")
+    if path:
+        file = Path(path)
+        if not file.is_absolute() and not file.exists():
+            file = Path(__file__).parent / path
+        try:
+            data = tomllib.loads(file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError("CONFIG_FILE", f"cannot read {path}: {exc}") from None
+        for key, value in data.items():
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            merged[key.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    merged.update(environ)
+    return merged
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise ConfigError naming the bad variable."""
+    env = _layered(os.environ if environ is None else environ)
+    port = _int(env, "PORT", 8000, 1, 65535)
+    redis_url = env.get("REDIS_URL") or None
+    if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
+    sms_from = env.get("SMS_FROM") or None
+    if sms_from and not (E164.match(sms_from) or SERVICE_SID.match(sms_from)):
+        raise ConfigError("SMS_FROM", "must be an E.164 number or a Messaging Service SID (MG…)")
+    caller_ids: dict[str, str] = {}
+    for pair in _list(env, "CALLER_ID_BY_COUNTRY"):
+        country, sep, number = pair.partition("=")
+        if not sep:
+            raise ConfigError("CALLER_ID_BY_COUNTRY", f"{pair!r} is not COUNTRY=+NUMBER")
+        caller_ids[_country("CALLER_ID_BY_COUNTRY", country.strip())] = _e164(
+            "CALLER_ID_BY_COUNTRY", number.strip()
+        )
+    secret = env.get("GATEWAY_SECRET_KEY") or None
+    if secret is not None and len(secret) < 32:
+        raise ConfigError("GATEWAY_SECRET_KEY", "must be at least 32 characters")
+    sid, token = env.get("TWILIO_ACCOUNT_SID") or None, env.get("TWILIO_AUTH_TOKEN") or None
+    if bool(sid) != bool(token):
+        missing = "TWILIO_AUTH_TOKEN" if sid else "TWILIO_ACCOUNT_SID"
+        raise ConfigError(missing, "set both TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or neither")
+    if sid and not re.match(r"^AC[0-9a-fA-F]{32}$", sid):
+        raise ConfigError("TWILIO_ACCOUNT_SID", "must be AC followed by 32 hex digits")
+    auto = env.get("AUTO_FIXED_LINE_OR_MOBILE", "sms")
+    if auto not in ("sms", "call"):
+        raise ConfigError("AUTO_FIXED_LINE_OR_MOBILE", "must be sms or call")
+    worker_class = env.get("WORKER_CLASS", "simple")
+    if worker_class not in ("simple", "fork"):
+        raise ConfigError("WORKER_CLASS", "must be simple or fork")
+    return Settings(
+        redis_url=redis_url,
+        api_keys=tuple(_list(env, "GATEWAY_API_KEYS")),
+        port=port,
+        public_base_url=_url("PUBLIC_BASE_URL", env.get("PUBLIC_BASE_URL") or f"http://localhost:{port}"),
+        twilio_account_sid=sid,
+        twilio_auth_token=token,
+        twilio_api_base_url=_url("TWILIO_API_BASE_URL", env.get("TWILIO_API_BASE_URL") or "https://api.twilio.com"),
+        twilio_timeout=float(_int(env, "TWILIO_TIMEOUT", 10, 1, 120)),
+        sms_from=sms_from,
+        voice_caller_id=_e164("VOICE_CALLER_ID", env["VOICE_CALLER_ID"]) if env.get("VOICE_CALLER_ID") else None,
+        caller_id_by_country=caller_ids,
+        sms_code_ttl=_int(env, "SMS_CODE_TTL", 300, 1, 86400),
+        sms_reply_timeout=_int(env, "SMS_REPLY_TIMEOUT", 60, 1, 86400),
+        call_ttl=_int(env, "CALL_TTL", 300, 1, 86400),
+        totp_ttl=_int(env, "TOTP_TTL", 300, 1, 86400),
+        code_length=_int(env, "CODE_LENGTH", 6, 4, 10),
+        max_check_attempts=_int(env, "MAX_CHECK_ATTEMPTS", 5, 1, 100),
+        fallback_channels=_channels("FALLBACK_CHANNELS", _list(env, "FALLBACK_CHANNELS") if "FALLBACK_CHANNELS" in env else ["call"]),
+        allowed_countries=frozenset(_country("ALLOWED_COUNTRIES", c) for c in _list(env, "ALLOWED_COUNTRIES")),
+        auto_fixed_line_or_mobile=auto,
+        delivery_deadline=_int(env, "DELIVERY_DEADLINE", 30, 1, 3600),
+        call_ring_timeout=_int(env, "CALL_RING_TIMEOUT", 30, 5, 600),
+        call_menu_tries=_int(env, "CALL_MENU_TRIES", 3, 1, 10),
+        fraud_block_seconds=_int(env, "FRAUD_BLOCK_SECONDS", 86400, 0, 365 * 86400),
+        organization_name=env.get("ORGANIZATION_NAME", "your organisation")[:60],
+        sms_reply_confirmation=_bool(env, "SMS_REPLY_CONFIRMATION", True),
+        secret_key=secret,
+        retention=_int(env, "VERIFICATION_RETENTION", 3600, 60, 30 * 86400),
+        audit_retention=_int(env, "AUDIT_RETENTION", 30 * 86400, 60, 3650 * 86400),
+        rate_limit_per_number=_int(env, "RATE_LIMIT_PER_NUMBER", 5, 1, 100000),
+        rate_limit_window=_int(env, "RATE_LIMIT_WINDOW", 600, 1, 86400),
+        resend_interval=_int(env, "RESEND_INTERVAL", 30, 0, 3600),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 16 * 1024, 1024, 1024 * 1024),
+        server_name=env.get("GATEWAY_SERVER_NAME") or socket.gethostname(),
+        queue_name=env.get("QUEUE_NAME", "gateway"),
+        worker_class=worker_class,
+        log_level=env.get("LOG_LEVEL", "INFO").upper(),
+    )

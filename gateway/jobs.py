@@ -1,0 +1,101 @@
+"""rq jobs: they take ids, reload state, and tolerate a record that has expired away."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from rq import Callback, Retry
+from rq.job import Job
+
+from gateway import codes
+from gateway.carrier import Action, CarrierError
+from gateway.models import Channel, Verification
+from gateway.services import Services, services
+
+log = logging.getLogger(__name__)
+
+# Backoff for transient carrier trouble (429, 5xx, network): then the channel is given up.
+DELIVERY_RETRY = Retry(max=3, interval=[2, 5, 15])
+Sender = Callable[[Services, Verification, int, str], str | None]
+
+
+def _senders() -> dict[Channel, tuple[Sender, bool]]:
+    """Channel -> (send function, whether the code must be kept encrypted for later)."""
+    from ivr import outbound as ivr_outbound
+    from sms import outbound as sms_outbound
+
+    return {
+        Channel.SMS: (sms_outbound.send_code, False),
+        Channel.SMS_REPLY: (sms_outbound.send_reply_prompt, False),
+        Channel.CALL: (ivr_outbound.place_call, True),
+        Channel.TOTP: (lambda svc, v, attempt, code: None, False),
+    }
+
+
+def enqueue_delivery(svc: Services, verification_id: str, attempt: int) -> Job:
+    """Queue the delivery of one attempt."""
+    return svc.queue.enqueue_call(
+        deliver, args=(verification_id, attempt), retry=DELIVERY_RETRY, timeout=60,
+        result_ttl=0, failure_ttl=86400, on_failure=Callback(delivery_gave_up),
+    )
+
+
+def schedule_timers(svc: Services, verification_id: str, when: float) -> None:
+    """Look at a verification's expiry and deadlines again at the given time."""
+    svc.queue.enqueue_at(
+        datetime.fromtimestamp(when, timezone.utc), run_timers, verification_id, result_ttl=0, failure_ttl=86400
+    )
+
+
+def deliver(verification_id: str, attempt: int) -> None:
+    """Make a code for an attempt and hand it to the attempt's channel."""
+    from gateway import verifications
+
+    svc = services()
+    v = svc.store.load(verification_id)
+    if v is None or not v.pending or v.attempt.number != attempt:
+        log.info("delivery of %s/%s skipped: no longer current", verification_id, attempt)
+        return
+    channel = v.attempt.channel
+    send, keep_encrypted = _senders()[channel]
+    code = codes.generate(svc.settings.code_length) if channel is not Channel.TOTP else ""
+    if channel is not Channel.TOTP and not verifications.record_code(svc, v, attempt, code, keep_encrypted):
+        return
+    try:
+        sid = send(svc, v, attempt, code)
+    except CarrierError as exc:
+        if exc.code is not None:
+            from gateway import metrics
+
+            metrics.carrier_error(svc, exc.code)
+        log.warning("delivery of %s/%s: %s", verification_id, attempt, exc)
+        if exc.action is Action.RETRY:
+            raise
+        verifications.record_failure(svc, verification_id, attempt, exc.code, exc.action)
+        return
+    verifications.record_sent(svc, verification_id, attempt, channel, sid)
+    current = svc.store.load(verification_id)
+    if current is not None and current.pending:
+        schedule_timers(svc, verification_id, min(t for t in (current.expires_at, current.deadline) if t))
+
+
+def delivery_gave_up(job: Job, connection: object, exc_type: type, exc: BaseException, tb: object) -> None:
+    """rq's failure callback: retries are used up, so this channel is given up."""
+    from gateway import verifications
+
+    if job.retries_left:
+        return
+    verification_id, attempt = job.args
+    code = exc.code if isinstance(exc, CarrierError) else None
+    verifications.record_failure(services(), verification_id, attempt, code, Action.FALLBACK)
+
+
+def run_timers(verification_id: str) -> None:
+    """Enforce expiry and delivery deadlines, rescheduling itself while needed."""
+    from gateway import verifications
+
+    svc = services()
+    again = verifications.run_timers(svc, verification_id)
+    if again is not None:
+        schedule_timers(svc, verification_id, again)

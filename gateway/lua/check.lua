@@ -1,0 +1,24 @@
+-- KEYS: vf, audit stream. ARGV[5..]: mode ('digest' or 'verdict'), digest or verdict ('1'/'0')
+-- A right code approves exactly once; wrong ones count toward the limit.
+-- The digests compared here are HMACs under a key Redis never sees, so the timing of
+-- this comparison tells an attacker nothing about the code (the double-HMAC argument).
+local vf, stream = KEYS[1], KEYS[2]
+local mode, given = ARGV[5], ARGV[6]
+if redis.call('EXISTS', vf) == 0 then return reply(vf, 'not_found', '') end
+if not is_pending(vf) then return reply(vf, 'finished', '') end
+local expired = expire_if_due(vf, stream)
+if expired then return reply(vf, 'ended', expired) end
+local ok
+if mode == 'digest' then
+  if hget(vf, 'channel') == 'totp' then return reply(vf, 'totp', '') end
+  local code = hget(vf, 'code') or ''
+  ok = code ~= '' and code == given
+else
+  ok = given == '1'
+end
+if ok then return reply(vf, 'valid', finish(vf, stream, 'approved', '')) end
+local fails = redis.call('HINCRBY', vf, 'fails', 1)
+if fails >= tonumber(hget(vf, 'max')) then
+  return reply(vf, 'invalid_ended', finish(vf, stream, 'denied', 'max_attempts'))
+end
+return reply(vf, 'invalid', '')

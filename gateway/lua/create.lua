@@ -1,0 +1,30 @@
+-- KEYS: vf, idempotency (or vf again when none), rate counter, fraud block, SMS opt-out
+-- ARGV[5..]: body hash, idempotency ttl, rate limit, rate window, key ttl, id,
+--            chain (JSON) when not opted out, chain (JSON) when opted out, then field pairs
+local vf, idem, rate, block, optout = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local body_hash, idem_ttl = ARGV[5], tonumber(ARGV[6])
+local limit, window, key_ttl, id = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+if idem ~= vf then
+  local seen = redis.call('GET', idem)
+  if seen then
+    local sep = string.find(seen, '|', 1, true)
+    if string.sub(seen, 1, sep - 1) == body_hash then return reply(vf, 'existing', string.sub(seen, sep + 1)) end
+    return reply(vf, 'conflict', '')
+  end
+end
+if redis.call('EXISTS', block) == 1 then return reply(vf, 'blocked', 'fraud') end
+local chain = ARGV[11]
+if redis.call('EXISTS', optout) == 1 then chain = ARGV[12] end
+if chain == '[]' then return reply(vf, 'blocked', 'opted_out') end
+local count = redis.call('INCR', rate)
+if count == 1 then redis.call('EXPIRE', rate, window) end
+if count > limit then return reply(vf, 'rate_limited', tostring(redis.call('TTL', rate))) end
+local first = cjson.decode(chain)[1]
+redis.call('HSET', vf, 'id', id, 'status', 'pending', 'reason', '', 'created', NOW_S, 'chain', chain,
+           'pos', 0, 'channel', first, 'n', 1, 'fails', 0, 'code', '', 'enc', '',
+           'a1:ch', first, 'a1:st', 'queued', 'a1:rk', 0, 'a1:at', NOW_S)
+for i = 13, #ARGV, 2 do redis.call('HSET', vf, ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', vf, key_ttl)
+if idem ~= vf then redis.call('SET', idem, body_hash .. '|' .. id, 'EX', idem_ttl) end
+redis.call('HINCRBY', 'gw:metrics:started', first, 1)
+return reply(vf, 'created', id)

@@ -1,0 +1,69 @@
+-- Shared by every script. ARGV[1..4] is the context: now (seconds, float),
+-- server name, server ip, audit stream MINID (ms). Script arguments start at ARGV[5].
+local NOW_S = ARGV[1]
+local NOW = tonumber(NOW_S)
+local SERVER, SERVER_IP, AUDIT_MINID = ARGV[2], ARGV[3], ARGV[4]
+
+local function hget(key, field)
+  local v = redis.call('HGET', key, field)
+  if v == false then return nil end
+  return v
+end
+
+local function attempts_of(key, n)
+  local list = {}
+  for i = 1, n do
+    local p = 'a' .. i .. ':'
+    local v = redis.call('HMGET', key, p .. 'ch', p .. 'st', p .. 'err', p .. 'at', p .. 'why')
+    list[i] = {channel = v[1], status = v[2], error_code = tonumber(v[3]) or cjson.null,
+               started_at = tonumber(v[4]), ended_because = v[5] or cjson.null}
+  end
+  return list
+end
+
+-- End a pending verification: set the final status, forget the code, append the
+-- audit record, count it, and wake long-polling readers. Returns the record (JSON).
+local function finish(key, stream, status, reason)
+  redis.call('HSET', key, 'status', status, 'reason', reason, 'ended', NOW_S, 'code', '', 'enc', '')
+  local f = redis.call('HMGET', key, 'id', 'user_id', 'first_name', 'last_name', 'email', 'to',
+                       'channel', 'client_ip', 'created', 'n', 'chain', 'country')
+  local record = {
+    verification_id = f[1], user_id = f[2] or '', first_name = f[3] or '', last_name = f[4] or '',
+    email = f[5] or '', phone_number = f[6], channel = f[7], mode = f[7],
+    result = (status == 'approved') and 'approved' or 'denied', status = status,
+    reason = reason, client_ip = f[8] or '', server_name = SERVER, server_ip = SERVER_IP,
+    created_at = tonumber(f[9]), ended_at = NOW, channels = f[11], country = f[12] or '',
+    attempts = cjson.encode(attempts_of(key, tonumber(f[10]) or 0)),
+  }
+  local fields = {}
+  for k, v in pairs(record) do
+    fields[#fields + 1] = k
+    fields[#fields + 1] = tostring(v)
+  end
+  redis.call('XADD', stream, 'MINID', '~', AUDIT_MINID, '*', unpack(fields))
+  redis.call('HINCRBY', 'gw:metrics:ended', f[7] .. '|' .. status .. '|' .. reason, 1)
+  redis.call('PUBLISH', 'gw:done:' .. f[1], status)
+  return cjson.encode(record)
+end
+
+local function is_pending(key)
+  return hget(key, 'status') == 'pending'
+end
+
+-- Every script answers its outcome followed by the record as it now stands, so the
+-- caller never needs a second round trip to show the result.
+local function reply(key, kind, value)
+  local out = {kind, value or ''}
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all do out[#out + 1] = all[i] end
+  return out
+end
+
+-- Past its expiry a pending verification ends: a two-way SMS without a right reply is
+-- denied (reply_timeout), anything else expires. Returns the record, or nil if not due.
+local function expire_if_due(key, stream)
+  local expires = tonumber(hget(key, 'expires') or '0')
+  if expires == 0 or NOW < expires then return nil end
+  if hget(key, 'channel') == 'sms_reply' then return finish(key, stream, 'denied', 'reply_timeout') end
+  return finish(key, stream, 'expired', 'expired')
+end

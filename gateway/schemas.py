@@ -1,0 +1,127 @@
+"""Validation of the API's JSON bodies into dataclasses."""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import InvalidRequest
+from gateway.models import Channel
+
+LOCALES = ("en", "pl")
+IVR_MODES = ("confirm", "code")
+START_FIELDS = {"to", "country", "channel", "fallback", "user_id", "locale", "ivr_mode", "client_ip", "user"}
+USER_FIELDS = {"first_name", "last_name", "email"}
+USER_ID = re.compile(r"^[\w.@+\-]{1,128}$")
+CODE = re.compile(r"^[0-9]{4,10}$")
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """A validated POST /v1/verifications body."""
+
+    to: str
+    country: str | None = None
+    channel: str = "auto"
+    fallback: tuple[Channel, ...] | None = None
+    user_id: str | None = None
+    locale: str = "en"
+    ivr_mode: str = "confirm"
+    client_ip: str | None = None
+    user: dict[str, str] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """A hash of the request, to tell a repeat from a different body."""
+        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    return body
+
+
+def _optional_str(body: dict[str, Any], name: str, limit: int = 128) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise InvalidRequest(f"'{name}' must be a non-empty string of at most {limit} characters.")
+    return value
+
+
+def _channel(value: Any, name: str, allow_auto: bool) -> str:
+    allowed = [c.value for c in Channel] + (["auto"] if allow_auto else [])
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidRequest(f"'{name}' must be one of {', '.join(allowed)}.")
+    return value
+
+
+def parse_start(body: Any) -> StartRequest:
+    """Validate a start request; raise InvalidRequest naming the bad field."""
+    body = _object(body)
+    unknown = set(body) - START_FIELDS
+    if unknown:
+        raise InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    if "to" not in body:
+        raise InvalidRequest("'to' is required.")
+    if not isinstance(body["to"], str):
+        raise InvalidRequest("'to' must be a string.")
+    country = _optional_str(body, "country", 2)
+    fallback = None
+    if body.get("fallback") is not None:
+        items = body["fallback"]
+        if not isinstance(items, list) or len(items) > 4:
+            raise InvalidRequest("'fallback' must be a list of at most 4 channels.")
+        fallback = tuple(Channel(_channel(c, "fallback", False)) for c in items)
+    user_id = _optional_str(body, "user_id")
+    if user_id is not None and not USER_ID.match(user_id):
+        raise InvalidRequest("'user_id' may use letters, digits and . _ @ + - only.")
+    locale = body.get("locale", "en")
+    if locale not in LOCALES:
+        raise InvalidRequest(f"'locale' must be one of {', '.join(LOCALES)}.")
+    ivr_mode = body.get("ivr_mode", "confirm")
+    if ivr_mode not in IVR_MODES:
+        raise InvalidRequest(f"'ivr_mode' must be one of {', '.join(IVR_MODES)}.")
+    client_ip = _optional_str(body, "client_ip", 45)
+    if client_ip is not None:
+        try:
+            client_ip = str(ipaddress.ip_address(client_ip))
+        except ValueError:
+            raise InvalidRequest("'client_ip' must be an IPv4 or IPv6 address.") from None
+    user = body.get("user") or {}
+    if not isinstance(user, dict) or set(user) - USER_FIELDS:
+        raise InvalidRequest("'user' must be an object with first_name, last_name and email only.")
+    for name, value in user.items():
+        if value is not None and (not isinstance(value, str) or len(value) > 128):
+            raise InvalidRequest(f"'user.{name}' must be a string of at most 128 characters.")
+    if user.get("email") and not EMAIL.match(user["email"]):
+        raise InvalidRequest("'user.email' is not an e-mail address.")
+    channel = _channel(body.get("channel", "auto"), "channel", True)
+    if channel == Channel.TOTP.value and user_id is None:
+        raise InvalidRequest("'user_id' is required for the totp channel.")
+    return StartRequest(
+        to=body["to"], country=country, channel=channel, fallback=fallback, user_id=user_id,
+        locale=locale, ivr_mode=ivr_mode, client_ip=client_ip,
+        user={k: v for k, v in user.items() if v},
+    )
+
+
+def parse_code(body: Any) -> str:
+    """The code of a check request: 4 to 10 digits."""
+    code = _object(body).get("code")
+    if not isinstance(code, str) or not CODE.match(code):
+        raise InvalidRequest("'code' must be a string of 4 to 10 digits.")
+    return code
+
+
+def parse_resend(body: Any) -> Channel | None:
+    """The optional channel of a resend request."""
+    if body is None:
+        return None
+    channel = _object(body).get("channel")
+    return None if channel is None else Channel(_channel(channel, "channel", False))

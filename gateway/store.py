@@ -1,0 +1,221 @@
+"""Every Redis command of the gateway: key names, Lua scripts, loading records."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from gateway.models import Attempt, AttemptStatus, Channel, Reason, Status, Verification
+
+AUDIT_STREAM = "gw:audit"
+_LUA = Path(__file__).with_name("lua")
+
+
+def key_for(verification_id: str) -> str:
+    """The hash that holds one verification."""
+    return f"gw:vf:{verification_id}"
+
+
+def done_channel(verification_id: str) -> str:
+    """The pub/sub channel announcing that a verification ended."""
+    return f"gw:done:{verification_id}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a script did (kind, value) and the record as it stands afterwards."""
+
+    kind: str
+    value: str = ""
+    verification: Verification | None = None
+
+    @property
+    def audit(self) -> str | None:
+        """The audit record (JSON) when this change ended the verification."""
+        return self.value if self.kind in ENDING else None
+
+
+ENDING = frozenset({"ended", "valid", "invalid_ended"})
+
+
+def _server_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return ""
+
+
+class Store:
+    """The gateway's storage: one Redis, atomic changes through registered Lua scripts."""
+
+    def __init__(self, connection: redis.Redis, server_name: str, audit_retention: int) -> None:
+        self.redis = connection
+        self.server_name = server_name
+        self.server_ip = _server_ip()
+        self.audit_retention_ms = audit_retention * 1000
+        prelude = (_LUA / "prelude.lua").read_text()
+        self._scripts = {
+            name: connection.register_script(prelude + (_LUA / f"{name}.lua").read_text())
+            for name in ("create", "check", "finish", "attempt_status", "advance", "set_code")
+        }
+
+    def _run(self, name: str, keys: list[str], *args: object) -> Outcome:
+        now = time.time()
+        context = [f"{now:.6f}", self.server_name, self.server_ip, int(now * 1000 - self.audit_retention_ms)]
+        reply = self._scripts[name](keys=keys, args=context + [str(a) for a in args])
+        kind, value = (v.decode() if isinstance(v, bytes) else str(v) for v in reply[:2])
+        raw = dict(zip(reply[2::2], reply[3::2]))
+        return Outcome(kind, value, _decode(raw) if raw else None)
+
+    def create(
+        self,
+        verification_id: str,
+        fields: Mapping[str, object],
+        chains: tuple[list[str], list[str]],
+        to: str,
+        idempotency: tuple[str, str] | None,
+        rate: tuple[int, int],
+        key_ttl: int,
+    ) -> Outcome:
+        """Create a verification unless idempotency, a block or the rate limit says otherwise."""
+        vf = key_for(verification_id)
+        idem_key, body_hash = (f"gw:idem:{idempotency[0]}", idempotency[1]) if idempotency else (vf, "")
+        pairs = [str(item) for kv in fields.items() for item in kv]
+        return self._run(
+            "create",
+            [vf, idem_key, f"gw:rate:{to}", f"gw:block:{to}", f"gw:optout:{to}"],
+            body_hash, 86400, rate[0], rate[1], key_ttl, verification_id,
+            json.dumps(chains[0]), json.dumps(chains[1]), *pairs,
+        )
+
+    def load(self, verification_id: str) -> Verification | None:
+        """The verification with its attempts, or None when unknown or expired away."""
+        raw = self.redis.hgetall(key_for(verification_id))
+        return _decode(raw) if raw else None
+
+    def check(self, verification_id: str, mode: str, value: str) -> Outcome:
+        """Atomically compare a code digest (or apply a verdict) and count failures."""
+        return self._run("check", [key_for(verification_id), AUDIT_STREAM], mode, value)
+
+    def finish(
+        self, verification_id: str, status: Status, reason: Reason | None, attempt: int = 0, only_if_due: bool = False
+    ) -> Outcome:
+        """End a pending verification, optionally only for a given attempt or once due."""
+        return self._run(
+            "finish", [key_for(verification_id), AUDIT_STREAM],
+            status.value, reason.value if reason else "", attempt, "1" if only_if_due else "0",
+        )
+
+    def attempt_status(
+        self, verification_id: str, attempt: int, status: AttemptStatus, rank: int, error_code: int | None, sid: str | None
+    ) -> Outcome:
+        """Move an attempt's status forward (never backward); value = the status now."""
+        return self._run(
+            "attempt_status", [key_for(verification_id)],
+            attempt, status.value, rank, "" if error_code is None else error_code, sid or "",
+        )
+
+    def advance(
+        self, verification_id: str, failed_attempt: int, channel: Channel | None, position: int,
+        expires_at: float, key_ttl: int, why: str, error_code: int | None,
+    ) -> Outcome:
+        """Start the next attempt (or fail the verification) once per failed attempt."""
+        return self._run(
+            "advance", [key_for(verification_id), AUDIT_STREAM],
+            failed_attempt, channel.value if channel else "", position, f"{expires_at:.6f}", key_ttl, why,
+            "" if error_code is None else error_code,
+        )
+
+    def set_code(
+        self, verification_id: str, attempt: int, digest: str, encrypted: str,
+        expires_at: float, deadline: float | None, key_ttl: int,
+    ) -> Outcome:
+        """Store the current attempt's code digest and its expiry."""
+        return self._run(
+            "set_code", [key_for(verification_id)], attempt, digest, encrypted,
+            f"{expires_at:.6f}", f"{deadline:.6f}" if deadline else "", key_ttl,
+        )
+
+    def set_flag(self, kind: str, number: str, ttl: int | None = None) -> None:
+        """Mark a number (kind: 'block' for fraud reports, 'optout' for SMS STOP)."""
+        self.redis.set(f"gw:{kind}:{number}", "1", ex=ttl or None)
+
+    def clear_flag(self, kind: str, number: str) -> None:
+        """Lift a mark set with set_flag."""
+        self.redis.delete(f"gw:{kind}:{number}")
+
+    def has_flag(self, kind: str, number: str) -> bool:
+        """Whether a number carries a mark."""
+        return bool(self.redis.exists(f"gw:{kind}:{number}"))
+
+    @contextmanager
+    def subscribe_done(self, verification_id: str) -> Iterator[redis.client.PubSub]:
+        """A subscription that hears when the verification ends (for ?wait=)."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(done_channel(verification_id))
+            yield pubsub
+        finally:
+            pubsub.close()
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Cluster-wide counters kept in Redis by the scripts and jobs."""
+        pipe = self.redis.pipeline(transaction=False)
+        names = ("started", "ended", "carrier_errors", "fallbacks")
+        for name in names:
+            pipe.hgetall(f"gw:metrics:{name}")
+        return {
+            name: {k.decode(): int(v) for k, v in values.items()}
+            for name, values in zip(names, pipe.execute())
+        }
+
+    def count(self, name: str, label: str) -> None:
+        """Add one to a cluster-wide counter."""
+        self.redis.hincrby(f"gw:metrics:{name}", label, 1)
+
+
+def _decode(raw: Mapping[bytes, bytes]) -> Verification:
+    h = {k.decode(): v.decode() for k, v in raw.items()}
+    attempts = []
+    for i in range(1, int(h.get("n", "0")) + 1):
+        p = f"a{i}:"
+        attempts.append(
+            Attempt(
+                number=i,
+                channel=Channel(h[p + "ch"]),
+                status=AttemptStatus(h[p + "st"]),
+                error_code=int(h[p + "err"]) if h.get(p + "err") else None,
+                started_at=float(h[p + "at"]),
+                sid=h.get(p + "sid") or None,
+                ended_because=h.get(p + "why") or None,
+            )
+        )
+    return Verification(
+        id=h["id"],
+        status=Status(h["status"]),
+        reason=Reason(h["reason"]) if h.get("reason") else None,
+        to=h["to"],
+        country=h.get("country", ""),
+        number_type=h.get("ntype", "unknown"),
+        channel=Channel(h["channel"]),
+        channels=[Channel(c) for c in json.loads(h["chain"])],
+        position=int(h.get("pos", "0")),
+        created_at=float(h["created"]),
+        expires_at=float(h["expires"]),
+        max_attempts=int(h["max"]),
+        failures=int(h.get("fails", "0")),
+        attempts=attempts,
+        user_id=h.get("user_id") or None,
+        locale=h.get("locale", "en"),
+        ivr_mode=h.get("ivr_mode", "confirm"),
+        client_ip=h.get("client_ip") or None,
+        code_digest=h.get("code", ""),
+        code_encrypted=h.get("enc", ""),
+        deadline=float(h["deadline"]) if h.get("deadline") else None,
+    )

@@ -1,0 +1,299 @@
+"""The verification state machine: the one module that changes verification state."""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+
+from gateway import codes, jobs, methods, metrics, phone
+from gateway.carrier import Action, classify
+from gateway.errors import (
+    DestinationBlocked, IdempotencyConflict, NotFound, NotPending, RateLimited, TotpNotEnrolled,
+)
+from gateway.models import ATTEMPT_RANK, FAILED_ATTEMPT, AttemptStatus, Channel, Reason, Status, Verification
+from gateway.schemas import StartRequest
+from gateway.services import Services
+from gateway.store import Outcome
+
+log = logging.getLogger(__name__)
+audit_log = logging.getLogger("gateway.audit")
+
+SMS_CHANNELS = frozenset({Channel.SMS, Channel.SMS_REPLY})
+
+
+def ttl_for(svc: Services, channel: Channel) -> int:
+    """How long a code (or a reply, or a call) stays valid on a channel."""
+    s = svc.settings
+    return {
+        Channel.SMS: s.sms_code_ttl,
+        Channel.SMS_REPLY: s.sms_reply_timeout,
+        Channel.CALL: s.call_ttl,
+        Channel.TOTP: s.totp_ttl,
+    }[channel]
+
+
+def _key_ttl(svc: Services, expires_at: float) -> int:
+    return int(expires_at - time.time()) + svc.settings.retention + 1
+
+
+def _reachable(channel: Channel, number_type: str, opted_out: bool, has_totp: bool) -> bool:
+    if channel in SMS_CHANNELS:
+        return not opted_out and number_type in {t.value for t in phone.SMS_CAPABLE}
+    if channel is Channel.TOTP:
+        return has_totp
+    return True
+
+
+def plan_chain(
+    requested: str, fallback: tuple[Channel, ...], number: phone.PhoneNumber, auto_choice: str,
+    opted_out: bool, has_totp: bool,
+) -> list[Channel]:
+    """The channels to try in order, skipping those that cannot reach this number."""
+    if requested == "auto":
+        if number.type is phone.NumberType.FIXED_LINE_OR_MOBILE:
+            first = Channel(auto_choice)
+        else:
+            first = Channel.SMS if number.sms_capable else Channel.CALL
+        if not _reachable(first, number.type.value, opted_out, has_totp):
+            first = Channel.CALL
+    else:
+        first = Channel(requested)
+        # Explicitly asked for SMS to a number that said STOP: refuse rather than surprise.
+        if first in SMS_CHANNELS and opted_out:
+            return []
+    chain = []
+    for channel in (first, *fallback):
+        if channel not in chain and _reachable(channel, number.type.value, opted_out, has_totp):
+            chain.append(channel)
+    return chain
+
+
+def next_channel(svc: Services, v: Verification, forced: Channel | None = None) -> tuple[int, Channel] | None:
+    """The fallback policy: the next reachable channel of the chain after the current one."""
+    opted_out = svc.store.has_flag("optout", v.to)
+    has_totp = methods.totp_enrolled(svc, v.user_id)
+    if forced is not None:
+        if not _reachable(forced, v.number_type, opted_out, has_totp):
+            return None
+        return (v.channels.index(forced) if forced in v.channels else v.position), forced
+    for position in range(v.position + 1, len(v.channels)):
+        channel = v.channels[position]
+        if _reachable(channel, v.number_type, opted_out, has_totp):
+            return position, channel
+    return None
+
+
+def _ended(outcome: Outcome) -> Outcome:
+    """Log the audit record and count the end, when this change ended the verification."""
+    record = outcome.audit
+    if record:
+        audit_log.info(record)
+        data = json.loads(record)
+        metrics.ended(data["channel"], data["status"], data["reason"])
+    return outcome
+
+
+def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tuple[Verification, bool]:
+    """Create a verification and queue its first delivery; (verification, created)."""
+    s = svc.settings
+    number = phone.parse(req.to, req.country)
+    phone.check_allowed(number, s.allowed_countries)
+    fallback = req.fallback if req.fallback is not None else tuple(Channel(c) for c in s.fallback_channels)
+    wants_totp = req.channel == Channel.TOTP.value or Channel.TOTP in fallback
+    has_totp = wants_totp and methods.totp_enrolled(svc, req.user_id)
+    if req.channel == Channel.TOTP.value and not has_totp:
+        raise TotpNotEnrolled(f"User {req.user_id!r} has no authenticator app or token enrolled.")
+    chains = tuple(
+        plan_chain(req.channel, fallback, number, s.auto_fixed_line_or_mobile, opted_out, has_totp)
+        for opted_out in (False, True)
+    )
+    if not chains[0]:
+        raise DestinationBlocked(f"No requested channel can reach a {number.type.value} number.")
+    verification_id = "vf_" + secrets.token_hex(16)
+    expires_at = time.time() + ttl_for(svc, chains[0][0])
+    fields = {
+        "to": number.e164, "country": number.country, "ntype": number.type.value,
+        "locale": req.locale, "ivr_mode": req.ivr_mode, "max": s.max_check_attempts,
+        "expires": f"{expires_at:.6f}", "user_id": req.user_id or "", "client_ip": req.client_ip or "",
+        **{k: v for k, v in req.user.items()},
+    }
+    outcome = svc.store.create(
+        verification_id, fields, ([c.value for c in chains[0]], [c.value for c in chains[1]]), number.e164,
+        (idempotency_key, req.fingerprint()) if idempotency_key else None,
+        (s.rate_limit_per_number, s.rate_limit_window), _key_ttl(svc, expires_at),
+    )
+    if outcome.kind == "existing":
+        return get(svc, outcome.value), False
+    if outcome.kind == "conflict":
+        raise IdempotencyConflict("This Idempotency-Key was used with a different request body.")
+    if outcome.kind == "blocked":
+        why = "reported fraud" if outcome.value == "fraud" else "replied STOP to SMS; use channel 'call'"
+        raise DestinationBlocked(f"The destination is blocked: it {why}.")
+    if outcome.kind == "rate_limited":
+        raise RateLimited("Too many verifications for this number.", retry_after=max(int(outcome.value), 1))
+    assert outcome.verification is not None
+    metrics.started(outcome.verification.channel.value)
+    jobs.enqueue_delivery(svc, verification_id, 1)
+    return outcome.verification, True
+
+
+def get(svc: Services, verification_id: str) -> Verification:
+    """A verification by id, ending it first if it is past its expiry."""
+    v = svc.store.load(verification_id)
+    if v is None:
+        raise NotFound(f"No verification {verification_id}.")
+    if v.pending and time.time() >= v.expires_at:
+        outcome = _ended(svc.store.finish(v.id, Status.EXPIRED, Reason.EXPIRED, only_if_due=True))
+        v = outcome.verification or v
+    return v
+
+
+def wait(svc: Services, verification_id: str, seconds: float) -> Verification:
+    """Block until the verification leaves pending or the time is up (pub/sub, no polling)."""
+    deadline = time.monotonic() + seconds
+    with svc.store.subscribe_done(verification_id) as subscription:
+        v = get(svc, verification_id)
+        while v.pending:
+            left = min(deadline - time.monotonic(), v.expires_at - time.time() + 0.05)
+            if left <= 0:
+                break
+            subscription.get_message(timeout=min(left, 1.0))
+            v = get(svc, verification_id)
+            if deadline - time.monotonic() <= 0:
+                break
+    return v
+
+
+def check(svc: Services, verification_id: str, code: str) -> tuple[Verification, bool]:
+    """Check a code atomically; (verification, valid). Exactly one right check approves."""
+    outcome = svc.store.check(verification_id, "digest", codes.digest(svc.key("code-hmac"), verification_id, code))
+    if outcome.kind == "totp":
+        verdict = methods.totp_verify(svc, outcome.verification, code)
+        outcome = svc.store.check(verification_id, "verdict", "1" if verdict else "0")
+    if outcome.kind == "not_found" or outcome.verification is None:
+        raise NotFound(f"No verification {verification_id}.")
+    _ended(outcome)
+    return outcome.verification, outcome.kind == "valid"
+
+
+def cancel(svc: Services, verification_id: str) -> Verification:
+    """Cancel a pending verification; a finished one is returned unchanged."""
+    outcome = _ended(svc.store.finish(verification_id, Status.CANCELED, Reason.CANCELED))
+    if outcome.kind == "not_found" or outcome.verification is None:
+        raise NotFound(f"No verification {verification_id}.")
+    return outcome.verification
+
+
+def end(svc: Services, verification_id: str, attempt: int, status: Status, reason: Reason | None) -> Outcome:
+    """End a verification from a channel's event (keypress, fraud report, reply), for one attempt."""
+    return _ended(svc.store.finish(verification_id, status, reason, attempt=attempt))
+
+
+def record_code(svc: Services, v: Verification, attempt: int, code: str, keep_encrypted: bool) -> bool:
+    """Store the digest of the code a job is about to send; False when the attempt is stale."""
+    channel = v.attempts[attempt - 1].channel
+    expires_at = time.time() + ttl_for(svc, channel)
+    deadline = time.time() + svc.settings.delivery_deadline if channel in SMS_CHANNELS else None
+    encrypted = codes.encrypt(svc.key("code-cipher"), code) if keep_encrypted else ""
+    outcome = svc.store.set_code(
+        v.id, attempt, codes.digest(svc.key("code-hmac"), v.id, code), encrypted,
+        expires_at, deadline, _key_ttl(svc, expires_at),
+    )
+    return outcome.kind == "ok"
+
+
+def spoken_code(svc: Services, v: Verification) -> str | None:
+    """The current code in clear, for a flow that must say it again (IVR read-out)."""
+    return codes.decrypt(svc.key("code-cipher"), v.code_encrypted) if v.code_encrypted else None
+
+
+def record_status(
+    svc: Services, verification_id: str, attempt: int, status: AttemptStatus,
+    error_code: int | None = None, sid: str | None = None,
+) -> Outcome:
+    """Apply a carrier status to an attempt (forward only); a failure moves to the next channel."""
+    outcome = svc.store.attempt_status(verification_id, attempt, status, ATTEMPT_RANK[status], error_code, sid)
+    if outcome.kind == "changed" and status in FAILED_ATTEMPT:
+        if error_code is not None:
+            metrics.carrier_error(svc, error_code)
+        delivery_failed(svc, verification_id, attempt, error_code, status.value)
+    return outcome
+
+
+def delivery_failed(
+    svc: Services, verification_id: str, attempt: int, error_code: int | None, why: str, action: Action | None = None,
+) -> Outcome | None:
+    """An attempt could not deliver: move on to the next channel, or end the verification."""
+    v = svc.store.load(verification_id)
+    if v is None or not v.pending or v.attempt.number != attempt:
+        return None
+    action = action or (classify(error_code) if error_code is not None else Action.FALLBACK)
+    step = None if action is Action.STOP else next_channel(svc, v)
+    return _advance(svc, v, step, why)
+
+
+def _advance(svc: Services, v: Verification, step: tuple[int, Channel] | None, why: str) -> Outcome:
+    position, channel = step if step else (v.position, None)
+    expires_at = time.time() + ttl_for(svc, channel) if channel else v.expires_at
+    error_code = v.attempt.error_code
+    outcome = _ended(svc.store.advance(
+        v.id, v.attempt.number, channel, position, expires_at, _key_ttl(svc, expires_at), why, error_code
+    ))
+    if outcome.kind == "advanced":
+        metrics.fallback(svc, v.attempt.channel.value, channel.value if channel else "", why)
+        jobs.enqueue_delivery(svc, v.id, int(outcome.value))
+    return outcome
+
+
+def resend(svc: Services, verification_id: str, channel: Channel | None) -> Verification:
+    """A new attempt with a new code, on the given channel or the next of the chain."""
+    v = get(svc, verification_id)
+    if not v.pending:
+        raise NotPending(f"Verification {verification_id} is {v.status.value}.")
+    wait_for = v.attempt.started_at + svc.settings.resend_interval - time.time()
+    if wait_for > 0:
+        raise RateLimited("A new attempt was started moments ago.", retry_after=int(wait_for) + 1)
+    step = next_channel(svc, v, forced=channel or None) if channel else next_channel(svc, v)
+    if step is None and channel is None:
+        step = (v.position, v.channel)  # the chain is used up: repeat the current channel
+    if step is None:
+        raise DestinationBlocked(f"Channel {channel.value if channel else ''} cannot reach this number.")
+    outcome = _advance(svc, v, step, "resend")
+    if outcome.kind not in ("advanced",):
+        raise NotPending(f"Verification {verification_id} changed; read it again.")
+    assert outcome.verification is not None
+    return outcome.verification
+
+
+def run_timers(svc: Services, verification_id: str) -> float | None:
+    """Enforce expiry and the delivery deadline; return when to look again, if ever."""
+    v = svc.store.load(verification_id)
+    if v is None or not v.pending:
+        return None
+    now = time.time()
+    if now >= v.expires_at:
+        _ended(svc.store.finish(v.id, Status.EXPIRED, Reason.EXPIRED, only_if_due=True))
+        return None
+    if v.deadline and now >= v.deadline and v.attempt.status not in (AttemptStatus.DELIVERED,):
+        if v.attempt.status not in FAILED_ATTEMPT and v.position + 1 < len(v.channels):
+            delivery_failed(svc, v.id, v.attempt.number, None, "delivery_deadline")
+            v = svc.store.load(verification_id) or v
+            if not v.pending:
+                return None
+    due = [t for t in (v.expires_at, v.deadline) if t and t > now]
+    return min(due) if due else v.expires_at
+
+
+def record_sent(svc: Services, verification_id: str, attempt: int, channel: Channel, sid: str | None) -> None:
+    """Note that the carrier accepted an attempt (a TOTP attempt is ready at once)."""
+    status = AttemptStatus.SENT if channel is Channel.TOTP else AttemptStatus.QUEUED
+    svc.store.attempt_status(verification_id, attempt, status, ATTEMPT_RANK[status], None, sid)
+
+
+def record_failure(svc: Services, verification_id: str, attempt: int, error_code: int | None, action: Action) -> None:
+    """The carrier refused an attempt outright: mark it failed and act on the error."""
+    svc.store.attempt_status(
+        verification_id, attempt, AttemptStatus.FAILED, ATTEMPT_RANK[AttemptStatus.FAILED], error_code, None
+    )
+    delivery_failed(svc, verification_id, attempt, error_code, "carrier_error", action)

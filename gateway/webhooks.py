@@ -1,0 +1,51 @@
+"""Twilio webhooks: signature checking (fail closed), callback URLs, TwiML answers."""
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from flask import Response, request, url_for
+from twilio.request_validator import RequestValidator
+
+from gateway.errors import error_response
+from gateway.services import services
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def public_url(endpoint: str, **values: object) -> str:
+    """The absolute URL of a gateway endpoint as Twilio reaches it (PUBLIC_BASE_URL)."""
+    return services().settings.public_base_url + url_for(endpoint, **values)
+
+
+def _signed_url() -> str:
+    # request.url decodes the query string, which breaks signatures (wire reference §6):
+    # rebuild it from the public base, the path and the raw query bytes.
+    url = services().settings.public_base_url + request.script_root + request.path
+    if request.query_string:
+        url += "?" + request.query_string.decode("latin-1")
+    return url
+
+
+def twilio_signed(view: Callable[P, R]) -> Callable[P, R | Response]:
+    """Refuse (403) any request without a valid X-Twilio-Signature; no token, no entry."""
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        token = services().settings.twilio_auth_token
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not token or not signature or not RequestValidator(token).validate(_signed_url(), request.form, signature):
+            log.warning("rejected unsigned or forged webhook %s", request.path)
+            return error_response("forbidden", "Invalid or missing X-Twilio-Signature.", 403)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def twiml(document: object) -> Response:
+    """A TwiML answer (VoiceResponse or MessagingResponse) as text/xml."""
+    return Response(str(document), mimetype="text/xml")

@@ -1,0 +1,36 @@
+"""Outbound SMS: the text of a code and the message sent through the carrier."""
+from __future__ import annotations
+
+import logging
+
+from gateway import i18n
+from gateway.carrier import Action, CarrierError
+from gateway.models import Verification
+from gateway.phone import mask
+from gateway.services import Services
+from gateway.webhooks import public_url
+
+log = logging.getLogger(__name__)
+
+
+def _send(svc: Services, v: Verification, attempt: int, body: str, validity: int) -> str:
+    if svc.carrier is None or not svc.settings.sms_from:
+        raise CarrierError(None, None, "no carrier or SMS_FROM configured", Action.FALLBACK)
+    callback = public_url("sms.status", verification_id=v.id, attempt=attempt)
+    sid = svc.carrier.send_sms(v.to, body, svc.settings.sms_from, callback, validity)
+    log.info("sms %s sent to %s for %s/%s", sid, mask(v.to), v.id, attempt)
+    return sid
+
+
+def send_code(svc: Services, v: Verification, attempt: int, code: str) -> str:
+    """Text a one-way code; the message expires in the network with the code."""
+    ttl = svc.settings.sms_code_ttl
+    body = i18n.text(v.locale, "sms", "code", org=svc.settings.organization_name, code=code,
+                     minutes=max(ttl // 60, 1))
+    return _send(svc, v, attempt, body, min(max(ttl, 1), 36000))
+
+
+def send_reply_prompt(svc: Services, v: Verification, attempt: int, code: str) -> str:
+    """Text a two-way prompt: the user approves by replying with the code."""
+    body = i18n.text(v.locale, "sms", "reply_prompt", org=svc.settings.organization_name, code=code)
+    return _send(svc, v, attempt, body, min(max(svc.settings.sms_reply_timeout, 1), 36000))
