@@ -1,0 +1,70 @@
+"""Fixtures: a real Redis (REDIS_URL or 127.0.0.1:6379), apps built per test."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from config import Settings, load_settings
+from gateway import create_app
+
+TEST_DB = 9
+API_KEY = "test-api-key-0123456789"
+ACCOUNT_SID = "AC" + "a" * 32
+AUTH_TOKEN = "simulator-auth-token"
+
+
+def redis_base() -> str:
+    """The Redis server the tests use (REDIS_URL's host), without a database number."""
+    parts = urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def gateway_env(db: int, **overrides: str) -> dict[str, str]:
+    """Environment variables for a gateway under test."""
+    env = {
+        "REDIS_URL": f"{redis_base()}/{db}",
+        "GATEWAY_API_KEYS": API_KEY,
+        "GATEWAY_SECRET_KEY": "s" * 40,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_API_BASE_URL": "http://127.0.0.1:9",
+        "SMS_FROM": "+15005550006",
+        "VOICE_CALLER_ID": "+15005550006",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def redis_db() -> Iterator[redis.Redis]:
+    """A clean test database on the real Redis."""
+    connection = redis.Redis.from_url(f"{redis_base()}/{TEST_DB}")
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+    connection.close()
+
+
+@pytest.fixture
+def settings(redis_db: redis.Redis) -> Settings:
+    """Settings of an app under test (no worker runs: jobs wait in the queue)."""
+    return load_settings(gateway_env(TEST_DB)).replace(testing=True)
+
+
+@pytest.fixture
+def app(settings: Settings):  # type: ignore[no-untyped-def]
+    """A fresh app per test."""
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    """A test client that sends the API key."""
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+    return test_client
