@@ -1,4 +1,4 @@
-"""Texts per locale, one TOML file each in gateway/locales/."""
+"""Texts per locale: gateway/locales/<locale>/<section>.toml (sms, voice, ...)."""
 from __future__ import annotations
 
 import functools
@@ -10,24 +10,21 @@ DEFAULT = "en"
 
 
 @functools.cache
-def _catalog(locale: str) -> dict[str, dict[str, str]]:
-    path = _DIR / f"{locale}.toml"
-    if not path.exists():
-        path = _DIR / f"{DEFAULT}.toml"
-    return tomllib.loads(path.read_text(encoding="utf-8"))
-
-
-def text(locale: str, section: str, key: str, **values: object) -> str:
-    """A text of a locale with its placeholders filled; English when missing."""
-    template = _catalog(locale).get(section, {}).get(key) or _catalog(DEFAULT)[section][key]
-    return template.format(**values)
+def _section(locale: str, section: str) -> dict[str, str]:
+    path = _DIR / locale / f"{section}.toml"
+    return tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def setting(locale: str, section: str, key: str) -> str:
-    """A raw value of a locale (such as the voice's language or voice name)."""
-    return _catalog(locale).get(section, {}).get(key) or _catalog(DEFAULT)[section][key]
+    """A raw value of a locale (a text template, a voice name); English when missing."""
+    return _section(locale, section).get(key) or _section(DEFAULT, section)[key]
+
+
+def text(locale: str, section: str, key: str, **values: object) -> str:
+    """A text of a locale with its placeholders filled."""
+    return setting(locale, section, key).format(**values)
 
 
 def available() -> list[str]:
-    """The locales that have a file."""
-    return sorted(p.stem for p in _DIR.glob("*.toml"))
+    """The locales that have texts."""
+    return sorted(p.name for p in _DIR.iterdir() if p.is_dir())

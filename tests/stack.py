@@ -1,0 +1,162 @@
+"""A whole gateway as production runs it: the Procfile's web and worker lines as real
+processes, a real Redis, and the carrier simulator as a real server."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+import requests
+
+from tests.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN, gateway_env, redis_base
+
+ROOT = Path(__file__).resolve().parent.parent
+SMS_NUMBER = "+15005550006"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def procfile() -> dict[str, str]:
+    """The Procfile's process lines by name."""
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(":", 1) for line in lines if ":" in line and not line.startswith("#"))
+
+
+def poll(check: Callable[[], T], timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> T:
+    """Call check until it returns something truthy, or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Stack:
+    """Simulator + web + worker processes with one configuration, on one Redis database."""
+
+    def __init__(self, db: int, **env: str) -> None:
+        self.db = db
+        self.sim_port, self.web_port = free_port(), free_port()
+        self.sim_url = f"http://127.0.0.1:{self.sim_port}"
+        self.url = f"http://127.0.0.1:{self.web_port}"
+        self.env = {
+            **os.environ,
+            **gateway_env(db, TWILIO_API_BASE_URL=self.sim_url, PUBLIC_BASE_URL=self.url, PORT=str(self.web_port)),
+            "SIM_PORT": str(self.sim_port), "SIM_ACCOUNT_SID": ACCOUNT_SID, "SIM_AUTH_TOKEN": AUTH_TOKEN,
+            "SIM_NUMBERS": SMS_NUMBER, "SIM_SMS_URL": f"{self.url}/webhooks/twilio/sms/inbound",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        for name in ("TWILIO_REGION", "TWILIO_EDGE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            self.env.pop(name, None)
+        self.redis = redis.Redis.from_url(f"{redis_base()}/{db}")
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {API_KEY}"
+
+    def start(self) -> "Stack":
+        """Start every process and wait until each answers."""
+        self.redis.flushdb()
+        lines = procfile()
+        self.spawn("simulator", f"{shlex.quote(sys.executable)} -m simulator")
+        self.spawn("web", lines["web"].strip().replace("$PORT", str(self.web_port)))
+        self.spawn("worker", lines["worker"].strip().replace("python ", f"{shlex.quote(sys.executable)} ", 1))
+        poll(lambda: self._answers(f"{self.sim_url}/_sim/handsets"), 20, what="simulator")
+        poll(lambda: self._answers(f"{self.url}/readyz"), 20, what="web")
+        poll(lambda: self.redis.smembers("rq:workers"), 20, what="worker")
+        return self
+
+    def spawn(self, name: str, command: str) -> None:
+        """Start one process in its own process group, logging to a file."""
+        log = open(ROOT / ".pytest_cache" / f"stack-{self.db}-{name}.log", "wb")  # noqa: SIM115
+        self.procs[name] = subprocess.Popen(
+            ["bash", "-c", f"exec {command}"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _answers(self, url: str) -> bool:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see .pytest_cache/stack-{self.db}-{name}.log")
+        try:
+            return requests.get(url, timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self, name: str | None = None) -> None:
+        """Stop one process (or all) by its PID's process group."""
+        for key in [name] if name else list(self.procs):
+            proc = self.procs.pop(key)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+
+    # -- the gateway's API ---------------------------------------------------------
+    def api(self, method: str, path: str, json: Any = None, **kwargs: Any) -> requests.Response:
+        """A request to the gateway with the API key."""
+        return self.http.request(method, self.url + path, json=json, timeout=40, **kwargs)
+
+    def start_verification(self, to: str, **body: Any) -> dict[str, Any]:
+        """Start a verification and return its object."""
+        r = self.api("POST", "/v1/verifications", {"to": to, **body})
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    def wait(self, verification_id: str, seconds: int = 20) -> dict[str, Any]:
+        """Long-poll a verification until it leaves pending."""
+        return self.api("GET", f"/v1/verifications/{verification_id}?wait={seconds}").json()  # type: ignore[no-any-return]
+
+    def read(self, verification_id: str) -> dict[str, Any]:
+        """Read a verification."""
+        return self.api("GET", f"/v1/verifications/{verification_id}").json()  # type: ignore[no-any-return]
+
+    def check(self, verification_id: str, code: str) -> dict[str, Any]:
+        """Check a code."""
+        return self.api("POST", f"/v1/verifications/{verification_id}/check", {"code": code}).json()  # type: ignore[no-any-return]
+
+    def attempts_where(self, verification_id: str, predicate: Callable[[list[dict[str, Any]]], bool],
+                       timeout: float = 15) -> dict[str, Any]:
+        """Poll a verification until its attempts satisfy a predicate."""
+        return poll(lambda: (v := self.read(verification_id)) if predicate(v["attempts"]) else None, timeout,
+                    what=f"attempts of {verification_id}")
+
+    # -- the simulator's control API ----------------------------------------------
+    def sim(self, method: str, path: str, json: Any = None) -> Any:
+        """A call to the simulator's control API (/_sim/...)."""
+        r = requests.request(method, f"{self.sim_url}/_sim/{path.lstrip('/')}", json=json, timeout=10)
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    def inbox(self, number: str) -> list[dict[str, Any]]:
+        """The SMS a simulated handset received."""
+        return self.sim("GET", f"handsets/{number}").get("messages", [])  # type: ignore[no-any-return]
+
+    def sms_code(self, number: str, count: int = 1, timeout: float = 15) -> str:
+        """The code in the count-th SMS the handset received (waits for it)."""
+        messages = poll(lambda: (m := self.inbox(number)) if len(m) >= count else None, timeout,
+                        what=f"SMS #{count} to {number}")
+        match = re.search(r"\b(\d{4,10})\b", messages[count - 1]["body"])
+        assert match, messages[count - 1]
+        return match.group(1)
