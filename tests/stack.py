@@ -20,6 +20,7 @@ import requests
 from tests.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN, gateway_env, redis_base
 
 ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / ".pytest_cache"
 SMS_NUMBER = "+15005550006"
 T = TypeVar("T")
 
@@ -86,7 +87,8 @@ class Stack:
 
     def spawn(self, name: str, command: str) -> None:
         """Start one process in its own process group, logging to a file."""
-        log = open(ROOT / ".pytest_cache" / f"stack-{self.db}-{name}.log", "wb")  # noqa: SIM115
+        LOGS.mkdir(exist_ok=True)
+        log = open(LOGS / f"stack-{self.db}-{name}.log", "wb")  # noqa: SIM115
         self.procs[name] = subprocess.Popen(
             ["bash", "-c", f"exec {command}"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
