@@ -1,0 +1,77 @@
+"""Pure pieces: numbers, codes, chains, error classification."""
+from __future__ import annotations
+
+import pytest
+
+from gateway import codes, phone
+from gateway.carrier import Action, classify
+from gateway.errors import DestinationBlocked, InvalidPhoneNumber
+from gateway.models import Channel
+from gateway.verifications import plan_chain
+
+
+def test_phone_parsing_and_types() -> None:
+    mobile = phone.parse("+48 600 100 200")
+    assert (mobile.e164, mobile.country, mobile.type) == ("+48600100200", "PL", phone.NumberType.MOBILE)
+    fixed = phone.parse("22 123 45 67", "PL")
+    assert fixed.e164 == "+48221234567" and fixed.type is phone.NumberType.FIXED_LINE
+    assert phone.parse("+12025550100").type is phone.NumberType.FIXED_LINE_OR_MOBILE
+    for bad in ("", "abc", "+1", "+999123456789", "600100200"):
+        with pytest.raises(InvalidPhoneNumber):
+            phone.parse(bad)
+
+
+def test_blocked_types_and_countries() -> None:
+    with pytest.raises(DestinationBlocked):
+        phone.check_allowed(phone.parse("+48701234567"), frozenset())  # premium rate
+    with pytest.raises(DestinationBlocked):
+        phone.check_allowed(phone.parse("+48600100200"), frozenset({"US"}))
+    phone.check_allowed(phone.parse("+48600100200"), frozenset({"PL"}))
+
+
+def test_mask_hides_the_middle() -> None:
+    assert phone.mask("+48600100200") == "+48*******00"
+
+
+def test_codes_are_random_digits_and_digests_are_keyed() -> None:
+    generated = {codes.generate(6) for _ in range(200)}
+    assert all(len(c) == 6 and c.isdigit() for c in generated) and len(generated) > 190
+    key = codes.derive_key("s" * 40, "code-hmac")
+    stored = codes.digest(key, "vf_1", "123456")
+    assert "123456" not in stored and codes.matches(key, "vf_1", "123456", stored)
+    assert not codes.matches(key, "vf_2", "123456", stored)  # bound to its verification
+    assert not codes.matches(codes.derive_key("t" * 40, "code-hmac"), "vf_1", "123456", stored)
+    cipher = codes.derive_key("s" * 40, "code-cipher")
+    token = codes.encrypt(cipher, "123456")
+    assert "123456" not in token and codes.decrypt(cipher, token) == "123456"
+    assert codes.decrypt(codes.derive_key("t" * 40, "code-cipher"), token) is None
+
+
+@pytest.mark.parametrize(
+    "requested, number, opted_out, chain",
+    [
+        ("auto", "+48600100200", False, [Channel.SMS, Channel.CALL]),
+        ("auto", "+48221234567", False, [Channel.CALL]),
+        ("auto", "+48600100200", True, [Channel.CALL]),
+        ("sms", "+48221234567", False, [Channel.CALL]),
+        ("sms", "+48600100200", True, []),
+        ("call", "+48600100200", False, [Channel.CALL]),
+    ],
+)
+def test_plan_chain(requested: str, number: str, opted_out: bool, chain: list[Channel]) -> None:
+    assert plan_chain(requested, (Channel.CALL,), phone.parse(number), "sms", opted_out, False) == chain
+
+
+def test_auto_for_fixed_line_or_mobile_follows_the_setting() -> None:
+    us = phone.parse("+12025550100")
+    assert plan_chain("auto", (), us, "call", False, False) == [Channel.CALL]
+    assert plan_chain("auto", (), us, "sms", False, False) == [Channel.SMS]
+
+
+@pytest.mark.parametrize(
+    "code, status, action",
+    [(30003, None, Action.FALLBACK), (21614, 400, Action.FALLBACK), (20429, 429, Action.RETRY),
+     (None, 503, Action.RETRY), (21211, 400, Action.STOP), (30005, None, Action.STOP), (39999, None, Action.FALLBACK)],
+)
+def test_error_classification(code: int | None, status: int | None, action: Action) -> None:
+    assert classify(code, status) is action
