@@ -62,6 +62,7 @@ class Settings:
     rate_limit_per_number: int = 5
     rate_limit_window: int = 600
     resend_interval: int = 30
+    delivery_retry_intervals: tuple[int, ...] = (2, 5, 15)
     max_body_bytes: int = 16 * 1024
     server_name: str = field(default_factory=socket.gethostname)
     queue_name: str = "gateway"
@@ -121,6 +122,17 @@ def _url(name: str, value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(name, f"{value!r} is not an http(s) URL")
     return value.rstrip("/")
+
+
+def _intervals(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    items = _list(env, name)
+    if name in env and not items:
+        return ()
+    if not items:
+        return default
+    if not all(i.isdigit() and int(i) <= 3600 for i in items) or len(items) > 10:
+        raise ConfigError(name, "expected up to 10 comma-separated seconds (0-3600), like 2,5,15")
+    return tuple(int(i) for i in items)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -220,6 +232,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rate_limit_per_number=_int(env, "RATE_LIMIT_PER_NUMBER", 5, 1, 100000),
         rate_limit_window=_int(env, "RATE_LIMIT_WINDOW", 600, 1, 86400),
         resend_interval=_int(env, "RESEND_INTERVAL", 30, 0, 3600),
+        delivery_retry_intervals=_intervals(env, "DELIVERY_RETRY_INTERVALS", (2, 5, 15)),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 16 * 1024, 1024, 1024 * 1024),
         server_name=env.get("GATEWAY_SERVER_NAME") or socket.gethostname(),
         queue_name=env.get("QUEUE_NAME", "gateway"),

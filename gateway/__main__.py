@@ -37,9 +37,11 @@ def serve() -> int:
     keep_alive = None
     if not env.get("REDIS_URL"):
         keep_alive, env["REDIS_URL"] = _embedded_redis()
+        # A fresh Redis each start, so a fresh key loses nothing; with an external Redis the
+        # key kept there (or GATEWAY_SECRET_KEY) must survive restarts, or enrolments are lost.
+        env.setdefault("GATEWAY_SECRET_KEY", secrets.token_urlsafe(48))
     if not env.get("GATEWAY_API_KEYS"):
         env["GATEWAY_API_KEYS"] = "dev_" + secrets.token_urlsafe(24)
-    env.setdefault("GATEWAY_SECRET_KEY", secrets.token_urlsafe(48))
     simulated = not (env.get("TWILIO_ACCOUNT_SID") and env.get("TWILIO_AUTH_TOKEN"))
     if simulated:
         env.update(

@@ -15,8 +15,6 @@ from gateway.services import Services, services
 
 log = logging.getLogger(__name__)
 
-# Backoff for transient carrier trouble (429, 5xx, network): then the channel is given up.
-DELIVERY_RETRY = Retry(max=3, interval=[2, 5, 15])
 Sender = Callable[[Services, Verification, int, str], str | None]
 
 
@@ -35,8 +33,11 @@ def _senders() -> dict[Channel, tuple[Sender, bool]]:
 
 def enqueue_delivery(svc: Services, verification_id: str, attempt: int) -> Job:
     """Queue the delivery of one attempt."""
+    # Backoff for transient carrier trouble (429, 5xx, network); then the channel is given up.
+    intervals = list(svc.settings.delivery_retry_intervals)
+    retry = Retry(max=len(intervals), interval=intervals) if intervals else None
     return svc.queue.enqueue_call(
-        deliver, args=(verification_id, attempt), retry=DELIVERY_RETRY, timeout=60,
+        deliver, args=(verification_id, attempt), retry=retry, timeout=60,
         result_ttl=0, failure_ttl=86400, on_failure=Callback(delivery_gave_up),
     )
 
@@ -74,8 +75,7 @@ def deliver(verification_id: str, attempt: int) -> None:
             raise
         verifications.record_failure(svc, verification_id, attempt, exc.code, exc.action)
         return
-    verifications.record_sent(svc, verification_id, attempt, channel, sid)
-    current = svc.store.load(verification_id)
+    current = verifications.record_sent(svc, verification_id, attempt, channel, sid)
     if current is not None and current.pending:
         schedule_timers(svc, verification_id, min(t for t in (current.expires_at, current.deadline) if t))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 
 from gateway.models import Attempt, AttemptStatus, Channel, Reason, Status, Verification
+from gateway.oath import Algorithm, Params, StoredToken, UserMethods
 
 AUDIT_STREAM = "gw:audit"
 _LUA = Path(__file__).with_name("lua")
@@ -20,6 +21,21 @@ _LUA = Path(__file__).with_name("lua")
 def key_for(verification_id: str) -> str:
     """The hash that holds one verification."""
     return f"gw:vf:{verification_id}"
+
+
+def user_key(user_id: str) -> str:
+    """The hash of a user's own methods (app secret, assigned token serials)."""
+    return f"gw:user:{user_id}"
+
+
+def token_key(serial: str) -> str:
+    """The hash of one imported OATH token."""
+    return f"gw:token:{serial}"
+
+
+def reply_key(sender: str, number: str) -> str:
+    """The sorted set of two-way prompts from a gateway sender (number or MG SID) to a user."""
+    return f"gw:reply:{sender}:{number}"
 
 
 def done_channel(verification_id: str) -> str:
@@ -62,8 +78,12 @@ class Store:
         prelude = (_LUA / "prelude.lua").read_text()
         self._scripts = {
             name: connection.register_script(prelude + (_LUA / f"{name}.lua").read_text())
-            for name in ("create", "check", "finish", "attempt_status", "advance", "set_code")
+            for name in ("create", "check", "finish", "attempt_status", "advance", "set_code", "reply_index")
         }
+        self._scripts.update(
+            (name, connection.register_script(prelude + (_LUA / f"{name}.lua").read_text()))
+            for name in ("user_app", "totp_use", "user_reset", "tokens_import", "token_assign")
+        )
 
     def _run(self, name: str, keys: list[str], *args: object) -> Outcome:
         now = time.time()
@@ -154,6 +174,29 @@ class Store:
         """Whether a number carries a mark."""
         return bool(self.redis.exists(f"gw:{kind}:{number}"))
 
+    # -- two-way SMS: which verification a reply belongs to, and inbound message dedupe ------
+    def index_reply(
+        self, verification_id: str, attempt: int, sender: str, number: str, ttl: int, keep: int = 10
+    ) -> Outcome:
+        """Note a two-way prompt from sender to number (kind 'ok', or 'stale'/'finished'/'not_found')."""
+        return self._run("reply_index", [key_for(verification_id), reply_key(sender, number)], attempt, ttl, keep)
+
+    def reply_candidates(self, senders: list[str], number: str, limit: int = 10) -> list[str]:
+        """Ids of the verifications prompted from any of the senders to number, newest prompt first."""
+        pipe = self.redis.pipeline(transaction=False)
+        for sender in senders:
+            pipe.zrevrange(reply_key(sender, number), 0, limit - 1, withscores=True)
+        scored = {member.decode(): score for entries in pipe.execute() for member, score in entries}
+        return sorted(scored, key=lambda vid: scored[vid], reverse=True)[:limit]
+
+    def claim_message(self, message_sid: str, ttl: int) -> bool:
+        """True for the first claim of an inbound message SID within ttl seconds (SET NX)."""
+        return bool(self.redis.set(f"gw:inbound:{message_sid}", "1", nx=True, ex=ttl))
+
+    def release_message(self, message_sid: str) -> None:
+        """Forget a claim, so that Twilio's retry of a message that failed here is handled."""
+        self.redis.delete(f"gw:inbound:{message_sid}")
+
     @contextmanager
     def subscribe_done(self, verification_id: str) -> Iterator[redis.client.PubSub]:
         """A subscription that hears when the verification ends (for ?wait=)."""
@@ -178,6 +221,56 @@ class Store:
     def count(self, name: str, label: str) -> None:
         """Add one to a cluster-wide counter."""
         self.redis.hincrby(f"gw:metrics:{name}", label, 1)
+
+    # -- users' own methods (authenticator apps, OATH tokens) ---------------------------
+    def user_methods(self, user_id: str) -> UserMethods:
+        """The user's app secret and assigned tokens (secrets still encrypted)."""
+        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(user_key(user_id)).items()}
+        serials = sorted(f[len("token:"):] for f in raw if f.startswith("token:"))
+        tokens = tuple(t for t in self.tokens(serials) if t is not None and t.user_id == user_id)
+        last = raw.get("app:last")
+        return UserMethods(user_id, raw.get("app") or None, int(last) if last else None, tokens)
+
+    def tokens(self, serials: list[str]) -> list[StoredToken | None]:
+        """Token records by serial (None for an unknown serial), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for serial in serials:
+            pipe.hgetall(token_key(serial))
+        return [_decode_token(serial, raw) if raw else None for serial, raw in zip(serials, pipe.execute())]
+
+    def enrol_app(self, user_id: str, secret_encrypted: str) -> None:
+        """Set (or replace) the user's authenticator app secret."""
+        self._run("user_app", [user_key(user_id)], secret_encrypted)
+
+    def use_step(self, user_id: str, serial: str | None, secret_encrypted: str, step: int) -> bool:
+        """Record a matched time step of the app (serial None) or a token; False if not later than the last."""
+        if serial is None:
+            keys, args = [user_key(user_id)], ("app", secret_encrypted, "", "app:last", step)
+        else:
+            keys, args = [token_key(serial)], ("secret", secret_encrypted, user_id, "last", step)
+        return self._run("totp_use", keys, *args).kind == "ok"
+
+    def reset_user(self, user_id: str) -> int:
+        """Remove the user's app secret and unassign their tokens; how many methods went."""
+        return int(self._run("user_reset", [user_key(user_id)], user_id).value)
+
+    def import_tokens(self, tokens: list[StoredToken], replace: bool) -> Outcome:
+        """Write every token (and assignment) or none: kind 'ok', or 'exists' naming a serial."""
+        args: list[object] = ["1" if replace else "0"]
+        for t in tokens:
+            p = t.params
+            args += [t.serial, t.secret_encrypted, p.digits, p.period, p.algorithm.value, p.drift, t.user_id or ""]
+        return self._run("tokens_import", [token_key(t.serial) for t in tokens], *args)
+
+    def assign_token(self, serial: str, user_id: str | None) -> Outcome:
+        """Assign a token to a user (None: unassign); the kind says what happened (or not_found)."""
+        return self._run("token_assign", [token_key(serial)], serial, user_id or "")
+
+
+def _decode_token(serial: str, raw: Mapping[bytes, bytes]) -> StoredToken:
+    h = {k.decode(): v.decode() for k, v in raw.items()}
+    params = Params(int(h["digits"]), int(h["period"]), Algorithm(h["algorithm"]), int(h.get("drift") or 0))
+    return StoredToken(serial, h["secret"], params, h.get("user") or None, int(h["last"]) if h.get("last") else None)
 
 
 def _decode(raw: Mapping[bytes, bytes]) -> Verification:

@@ -5,6 +5,7 @@ import json
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 
 from gateway import codes, jobs, methods, metrics, phone
 from gateway.carrier import Action, classify
@@ -254,13 +255,13 @@ def resend(svc: Services, verification_id: str, channel: Channel | None) -> Veri
     wait_for = v.attempt.started_at + svc.settings.resend_interval - time.time()
     if wait_for > 0:
         raise RateLimited("A new attempt was started moments ago.", retry_after=int(wait_for) + 1)
-    step = next_channel(svc, v, forced=channel or None) if channel else next_channel(svc, v)
+    step = next_channel(svc, v, forced=channel)
     if step is None and channel is None:
         step = (v.position, v.channel)  # the chain is used up: repeat the current channel
     if step is None:
         raise DestinationBlocked(f"Channel {channel.value if channel else ''} cannot reach this number.")
     outcome = _advance(svc, v, step, "resend")
-    if outcome.kind not in ("advanced",):
+    if outcome.kind != "advanced":
         raise NotPending(f"Verification {verification_id} changed; read it again.")
     assert outcome.verification is not None
     return outcome.verification
@@ -285,15 +286,107 @@ def run_timers(svc: Services, verification_id: str) -> float | None:
     return min(due) if due else v.expires_at
 
 
-def record_sent(svc: Services, verification_id: str, attempt: int, channel: Channel, sid: str | None) -> None:
+def record_sent(
+    svc: Services, verification_id: str, attempt: int, channel: Channel, sid: str | None
+) -> Verification | None:
     """Note that the carrier accepted an attempt (a TOTP attempt is ready at once)."""
     status = AttemptStatus.SENT if channel is Channel.TOTP else AttemptStatus.QUEUED
-    svc.store.attempt_status(verification_id, attempt, status, ATTEMPT_RANK[status], None, sid)
+    return svc.store.attempt_status(verification_id, attempt, status, ATTEMPT_RANK[status], None, sid).verification
 
 
 def record_failure(svc: Services, verification_id: str, attempt: int, error_code: int | None, action: Action) -> None:
     """The carrier refused an attempt outright: mark it failed and act on the error."""
-    svc.store.attempt_status(
+    outcome = svc.store.attempt_status(
         verification_id, attempt, AttemptStatus.FAILED, ATTEMPT_RANK[AttemptStatus.FAILED], error_code, None
     )
+    if error_code == SMS_OPTED_OUT and outcome.verification is not None:
+        opt_out(svc, outcome.verification.to)  # before the fallback, so the chain skips SMS
     delivery_failed(svc, verification_id, attempt, error_code, "carrier_error", action)
+
+
+# -- two-way SMS replies and opt-out keywords -----------------------------------------
+# Twilio refuses SMS to a number that replied STOP to our sender (wire reference §3).
+SMS_OPTED_OUT = 21610
+# A reply this long after its timeout still finds its verification (and ends it as
+# reply_timeout if no timer has yet); later replies are simply unmatched.
+LATE_REPLY_GRACE = 300
+INBOUND_DEDUPE_TTL = 86400
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    """What a texted reply did: the verification it was matched to (if any), and whether it approved."""
+
+    verification: Verification | None
+    approved: bool
+
+
+def await_reply(svc: Services, v: Verification, attempt: int, sender: str) -> bool:
+    """Index a two-way prompt about to go from sender to the user; False when the attempt is not current."""
+    ttl = ttl_for(svc, Channel.SMS_REPLY) + LATE_REPLY_GRACE
+    return svc.store.index_reply(v.id, attempt, sender, v.to, ttl).kind == "ok"
+
+
+def pending_reply(svc: Services, senders: list[str], number: str) -> Verification | None:
+    """The newest verification prompted by SMS from one of the senders to number that awaits a reply."""
+    for verification_id in svc.store.reply_candidates(senders, number):
+        v = svc.store.load(verification_id)
+        if v is not None and v.pending and v.channel is Channel.SMS_REPLY and v.to == number:
+            return v  # past its timeout, the check below ends it as reply_timeout instead
+    return None
+
+
+def on_reply(svc: Services, senders: list[str], number: str, code: str) -> ReplyOutcome:
+    """Check a texted code like the API does, against the newest verification awaiting a reply."""
+    v = pending_reply(svc, senders, number)
+    if v is None:
+        return ReplyOutcome(None, False)
+    try:
+        checked, valid = check(svc, v.id, code)
+    except NotFound:
+        return ReplyOutcome(None, False)
+    log.info("sms reply from %s for %s: %s", phone.mask(number), v.id, "approved" if valid else checked.status.value)
+    return ReplyOutcome(checked, valid)
+
+
+def opt_out(svc: Services, number: str) -> None:
+    """The number said STOP: no SMS to it (explicit SMS starts refused, chains skip SMS) until START."""
+    svc.store.set_flag("optout", number)
+    log.info("sms opt-out of %s", phone.mask(number))
+
+
+def opt_in(svc: Services, number: str) -> None:
+    """The number said START: SMS may reach it again."""
+    svc.store.clear_flag("optout", number)
+    log.info("sms opt-in of %s", phone.mask(number))
+
+
+def claim_inbound(svc: Services, message_sid: str) -> bool:
+    """True the first time an inbound message SID arrives; Twilio repeats webhooks."""
+    return svc.store.claim_message(message_sid, INBOUND_DEDUPE_TTL)
+
+
+def release_inbound(svc: Services, message_sid: str) -> None:
+    """Undo a claim when handling failed, so Twilio's retry is handled."""
+    svc.store.release_message(message_sid)
+
+
+def report_fraud(svc: Services, verification_id: str, attempt: int) -> Outcome:
+    """Deny a verification as fraud_reported (call 0#) and block its number from new ones for a while."""
+    outcome = end(svc, verification_id, attempt, Status.DENIED, Reason.FRAUD_REPORTED)
+    v = outcome.verification
+    # Also on a repeat of the same report ('noop'), so a retried webhook restores a block
+    # that a crash between the two writes would have lost.
+    if v is not None and v.reason is Reason.FRAUD_REPORTED and v.attempt.number == attempt:
+        if svc.settings.fraud_block_seconds > 0:
+            svc.store.set_flag("block", v.to, svc.settings.fraud_block_seconds)
+    return outcome
+
+
+def machine_answered(svc: Services, verification_id: str, attempt: int, sid: str) -> Outcome | None:
+    """A machine answered a call that must not leave the code: a failed delivery; the chain moves on."""
+    failed = AttemptStatus.FAILED
+    outcome = svc.store.attempt_status(verification_id, attempt, failed, ATTEMPT_RANK[failed], None, sid)
+    if outcome.kind not in ("changed", "unchanged"):
+        return None
+    return delivery_failed(svc, verification_id, attempt, None, "voicemail")

@@ -141,8 +141,11 @@ class Stack:
     def attempts_where(self, verification_id: str, predicate: Callable[[list[dict[str, Any]]], bool],
                        timeout: float = 15) -> dict[str, Any]:
         """Poll a verification until its attempts satisfy a predicate."""
-        return poll(lambda: (v := self.read(verification_id)) if predicate(v["attempts"]) else None, timeout,
-                    what=f"attempts of {verification_id}")
+        def matching() -> dict[str, Any] | None:
+            v = self.read(verification_id)
+            return v if predicate(v["attempts"]) else None
+
+        return poll(matching, timeout, what=f"attempts of {verification_id}")
 
     # -- the simulator's control API ----------------------------------------------
     def sim(self, method: str, path: str, json: Any = None) -> Any:
@@ -153,7 +156,7 @@ class Stack:
 
     def inbox(self, number: str) -> list[dict[str, Any]]:
         """The SMS a simulated handset received."""
-        return self.sim("GET", f"handsets/{number}").get("messages", [])  # type: ignore[no-any-return]
+        return self.sim("GET", f"handsets/{number}").get("inbox", [])  # type: ignore[no-any-return]
 
     def sms_code(self, number: str, count: int = 1, timeout: float = 15) -> str:
         """The code in the count-th SMS the handset received (waits for it)."""
