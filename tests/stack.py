@@ -53,14 +53,16 @@ def poll(check: Callable[[], T], timeout: float = 15.0, interval: float = 0.05, 
 class Stack:
     """Simulator + web + worker processes with one configuration, on one Redis database."""
 
-    def __init__(self, db: int, **env: str) -> None:
+    def __init__(self, db: int, redis_server: str | None = None, **env: str) -> None:
         self.db = db
+        server = redis_server or redis_base()
         self.sim_port, self.web_port = free_port(), free_port()
         self.sim_url = f"http://127.0.0.1:{self.sim_port}"
         self.url = f"http://127.0.0.1:{self.web_port}"
         self.env = {
             **os.environ,
-            **gateway_env(db, TWILIO_API_BASE_URL=self.sim_url, PUBLIC_BASE_URL=self.url, PORT=str(self.web_port)),
+            **gateway_env(db, TWILIO_API_BASE_URL=self.sim_url, PUBLIC_BASE_URL=self.url, PORT=str(self.web_port),
+                          REDIS_URL=f"{server}/{db}"),
             "SIM_PORT": str(self.sim_port), "SIM_ACCOUNT_SID": ACCOUNT_SID, "SIM_AUTH_TOKEN": AUTH_TOKEN,
             "SIM_NUMBERS": SMS_NUMBER, "SIM_SMS_URL": f"{self.url}/webhooks/twilio/sms/inbound",
             "PYTHONUNBUFFERED": "1",
@@ -68,7 +70,7 @@ class Stack:
         }
         for name in ("TWILIO_REGION", "TWILIO_EDGE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
             self.env.pop(name, None)
-        self.redis = redis.Redis.from_url(f"{redis_base()}/{db}")
+        self.redis = redis.Redis.from_url(f"{server}/{db}")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {API_KEY}"
@@ -160,8 +162,11 @@ class Stack:
 
     def sms_code(self, number: str, count: int = 1, timeout: float = 15) -> str:
         """The code in the count-th SMS the handset received (waits for it)."""
-        messages = poll(lambda: (m := self.inbox(number)) if len(m) >= count else None, timeout,
-                        what=f"SMS #{count} to {number}")
+        def received() -> list[dict[str, Any]] | None:
+            messages = self.inbox(number)
+            return messages if len(messages) >= count else None
+
+        messages = poll(received, timeout, what=f"SMS #{count} to {number}")
         match = re.search(r"\b(\d{4,10})\b", messages[count - 1]["body"])
         assert match, messages[count - 1]
         return match.group(1)
