@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from flask import Response, request, url_for
+from flask import Response, current_app, request
 from twilio.request_validator import RequestValidator
 
 from gateway.errors import error_response
@@ -19,7 +19,10 @@ R = TypeVar("R")
 
 def public_url(endpoint: str, **values: object) -> str:
     """The absolute URL of a gateway endpoint as Twilio reaches it (PUBLIC_BASE_URL)."""
-    return services().settings.public_base_url + url_for(endpoint, **values)
+    # Jobs run with an app context only, where url_for needs SERVER_NAME; the host comes
+    # from PUBLIC_BASE_URL anyway, so build the path from a map bound to a placeholder.
+    path = current_app.url_map.bind("gateway").build(endpoint, values)
+    return services().settings.public_base_url + path
 
 
 def _signed_url() -> str:
