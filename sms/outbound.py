@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway import i18n
+from gateway import i18n, verifications
 from gateway.carrier import Action, CarrierError
 from gateway.models import Verification
 from gateway.phone import mask
@@ -30,7 +30,19 @@ def send_code(svc: Services, v: Verification, attempt: int, code: str) -> str:
     return _send(svc, v, attempt, body, min(max(ttl, 1), 36000))
 
 
-def send_reply_prompt(svc: Services, v: Verification, attempt: int, code: str) -> str:
-    """Text a two-way prompt: the user approves by replying with the code."""
-    body = i18n.text(v.locale, "sms", "reply_prompt", org=svc.settings.organization_name, code=code)
-    return _send(svc, v, attempt, body, min(max(svc.settings.sms_reply_timeout, 1), 36000))
+def reply_window(seconds: int) -> str:
+    """The reply timeout as the prompt states it: whole minutes when exact, else seconds."""
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+
+
+def send_reply_prompt(svc: Services, v: Verification, attempt: int, code: str) -> str | None:
+    """Text a two-way prompt: the user approves by replying with the code within the timeout."""
+    timeout = svc.settings.sms_reply_timeout
+    body = i18n.text(v.locale, "sms", "reply_prompt", org=svc.settings.organization_name, code=code,
+                     wait=reply_window(timeout))
+    sender = svc.settings.sms_from
+    # Indexed before sending: a quick reply can reach the inbound webhook before Twilio answers us.
+    if sender and not verifications.await_reply(svc, v, attempt, sender):
+        log.info("two-way prompt of %s/%s skipped: no longer current", v.id, attempt)
+        return None
+    return _send(svc, v, attempt, body, min(max(timeout, 1), 36000))

@@ -1,12 +1,13 @@
-"""SMS webhooks from Twilio: message status callbacks (and inbound messages)."""
+"""SMS webhooks from Twilio: message status callbacks and inbound messages."""
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
 from gateway import verifications
 from gateway.models import AttemptStatus
 from gateway.services import services
-from gateway.webhooks import twilio_signed
+from gateway.webhooks import twiml, twilio_signed
+from sms import inbound as sms_inbound
 
 bp = Blueprint("sms", __name__, url_prefix="/webhooks/twilio/sms")
 
@@ -41,3 +42,10 @@ def status(verification_id: str, attempt: int) -> tuple[str, int]:
             error_code(request.form.get("ErrorCode")), request.form.get("MessageSid"),
         )
     return "", 204
+
+
+@bp.post("/inbound")
+@twilio_signed
+def inbound() -> Response:
+    """An SMS to the gateway's number: a two-way reply, or STOP/START/HELP; answered with TwiML."""
+    return twiml(sms_inbound.handle(services(), sms_inbound.InboundSms.from_form(request.form)))
