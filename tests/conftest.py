@@ -11,7 +11,7 @@ import redis
 from config import Settings, load_settings
 from gateway import create_app
 
-TEST_DB = 9
+TEST_DB = int(os.environ.get("TEST_REDIS_DB", "9"))  # in-process tests; Stacks use others
 API_KEY = "test-api-key-0123456789"
 ACCOUNT_SID = "AC" + "a" * 32
 AUTH_TOKEN = "simulator-auth-token"
