@@ -131,3 +131,53 @@ def test_resend_is_rate_limited() -> None:
         assert bad.status_code == 400
     finally:
         limited.stop()
+
+
+def test_undelivered_sms_then_a_call_and_hash_approves(stack: Stack) -> None:
+    to = new_number()
+    stack.sim("PUT", f"handsets/{to}/behaviour",
+              {"sms": "undelivered", "sms_error_code": 30003, "call": "answer", "keys": ["#"]})
+    v = stack.start_verification(to, channel="sms", fallback=["call"])
+    done = stack.wait(v["id"])
+    assert done["status"] == "approved" and done["channel"] == "call"
+    assert [a["channel"] for a in done["attempts"]] == ["sms", "call"]
+    assert done["attempts"][0]["error_code"] == 30003
+
+
+def test_rest_21614_moves_to_a_call(stack: Stack) -> None:
+    to = new_number()
+    stack.sim("PUT", f"handsets/{to}/behaviour",
+              {"sms": "reject", "sms_error_code": 21614, "call": "answer", "keys": ["#"]})
+    v = stack.start_verification(to, channel="sms", fallback=["call"])
+    done = stack.wait(v["id"])
+    assert done["status"] == "approved" and done["attempts"][0]["error_code"] == 21614
+
+
+def test_fixed_line_with_auto_gets_a_call_and_no_sms(stack: Stack) -> None:
+    landline = "+48221234599"
+    stack.sim("PUT", f"handsets/{landline}/behaviour", {"call": "answer", "keys": ["#"]})
+    v = stack.start_verification(landline, channel="auto", fallback=["sms"])
+    assert v["channels"] == ["call"] and v["channel"] == "call"
+    assert stack.wait(v["id"])["status"] == "approved"
+    assert stack.inbox(landline) == []
+    assert not [r for r in stack.sim("GET", "requests")["requests"]
+                if r["path"].endswith("Messages.json") and dict(r["form"]).get("To") == landline]
+
+
+def test_unanswered_call_moves_to_the_next_channel(stack: Stack) -> None:
+    user, app = enrolled_user(stack)
+    to = new_number()
+    stack.sim("PUT", f"handsets/{to}/behaviour", {"call": "no-answer"})
+    v = stack.start_verification(to, channel="call", fallback=["totp"], user_id=user)
+    moved = stack.attempts_where(v["id"], lambda a: len(a) == 2)
+    assert moved["attempts"][0]["status"] == "no-answer" and moved["channel"] == "totp"
+    assert stack.check(v["id"], fresh_code(app))["status"] == "approved"
+
+
+def test_sms_call_and_app_all_failing_ends_failed(stack: Stack) -> None:
+    to = new_number()
+    stack.sim("PUT", f"handsets/{to}/behaviour", {"sms": "undelivered", "sms_error_code": 30006, "call": "busy"})
+    v = stack.start_verification(to, channel="sms", fallback=["call"])
+    done = stack.wait(v["id"])
+    assert done["status"] == "failed" and done["reason"] == "delivery_failed"
+    assert [(a["channel"], a["status"]) for a in done["attempts"]] == [("sms", "undelivered"), ("call", "busy")]
