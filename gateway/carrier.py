@@ -1,6 +1,8 @@
 """The carrier: Twilio's REST client, and what each Twilio error means for delivery."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 
@@ -100,20 +102,16 @@ class Carrier:
     def send_sms(self, to: str, body: str, sender: str, status_callback: str, validity: int) -> str:
         """Create a message and return its SID."""
         sender_args = {"messaging_service_sid": sender} if sender.startswith("MG") else {"from_": sender}
-        try:
+        with _translated_errors():
             message = self.client.messages.create(
                 to=to, body=body, status_callback=status_callback, validity_period=validity, **sender_args
             )
-        except TwilioRestException as exc:
-            raise _error(exc) from None
-        except TwilioException as exc:
-            raise CarrierError(None, None, str(exc), Action.RETRY) from None
         return str(message.sid)
 
     def place_call(self, call: CallRequest) -> str:
         """Create a call and return its SID."""
         extra = {"machine_detection": call.machine_detection} if call.machine_detection else {}
-        try:
+        with _translated_errors():
             created = self.client.calls.create(
                 to=call.to,
                 from_=call.caller_id,
@@ -125,20 +123,17 @@ class Carrier:
                 timeout=call.ring_timeout,
                 **extra,
             )
-        except TwilioRestException as exc:
-            raise _error(exc) from None
-        except TwilioException as exc:
-            raise CarrierError(None, None, str(exc), Action.RETRY) from None
         return str(created.sid)
 
-    def end_call(self, sid: str) -> None:
-        """Hang up a call that is still ringing or in progress."""
-        try:
-            self.client.calls(sid).update(status="completed")
-        except TwilioRestException as exc:
-            raise _error(exc) from None
 
-
-def _error(exc: TwilioRestException) -> CarrierError:
-    code = exc.code if isinstance(exc.code, int) and exc.code >= 10000 else None
-    return CarrierError(code, exc.status, exc.msg, classify(code, exc.status))
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Turn the twilio package's errors into CarrierError with its action."""
+    try:
+        yield
+    except TwilioRestException as exc:
+        # Without a Twilio error body the package reports the HTTP status as the code.
+        code = exc.code if isinstance(exc.code, int) and exc.code >= 10000 else None
+        raise CarrierError(code, exc.status, exc.msg, classify(code, exc.status)) from None
+    except TwilioException as exc:
+        raise CarrierError(None, None, str(exc), Action.RETRY) from None

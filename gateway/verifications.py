@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from gateway import codes, jobs, methods, metrics, phone
+from gateway import codes, fallback, jobs, methods, metrics, phone
 from gateway.carrier import Action, classify
 from gateway.errors import (
     DestinationBlocked, IdempotencyConflict, NotFound, NotPending, RateLimited, TotpNotEnrolled,
@@ -19,9 +19,6 @@ from gateway.store import Outcome
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("gateway.audit")
-
-SMS_CHANNELS = frozenset({Channel.SMS, Channel.SMS_REPLY})
-
 
 def ttl_for(svc: Services, channel: Channel) -> int:
     """How long a code (or a reply, or a call) stays valid on a channel."""
@@ -38,51 +35,11 @@ def _key_ttl(svc: Services, expires_at: float) -> int:
     return int(expires_at - time.time()) + svc.settings.retention + 1
 
 
-def _reachable(channel: Channel, number_type: str, opted_out: bool, has_totp: bool) -> bool:
-    if channel in SMS_CHANNELS:
-        return not opted_out and number_type in {t.value for t in phone.SMS_CAPABLE}
-    if channel is Channel.TOTP:
-        return has_totp
-    return True
-
-
-def plan_chain(
-    requested: str, fallback: tuple[Channel, ...], number: phone.PhoneNumber, auto_choice: str,
-    opted_out: bool, has_totp: bool,
-) -> list[Channel]:
-    """The channels to try in order, skipping those that cannot reach this number."""
-    if requested == "auto":
-        if number.type is phone.NumberType.FIXED_LINE_OR_MOBILE:
-            first = Channel(auto_choice)
-        else:
-            first = Channel.SMS if number.sms_capable else Channel.CALL
-        if not _reachable(first, number.type.value, opted_out, has_totp):
-            first = Channel.CALL
-    else:
-        first = Channel(requested)
-        # Explicitly asked for SMS to a number that said STOP: refuse rather than surprise.
-        if first in SMS_CHANNELS and opted_out:
-            return []
-    chain = []
-    for channel in (first, *fallback):
-        if channel not in chain and _reachable(channel, number.type.value, opted_out, has_totp):
-            chain.append(channel)
-    return chain
-
-
 def next_channel(svc: Services, v: Verification, forced: Channel | None = None) -> tuple[int, Channel] | None:
-    """The fallback policy: the next reachable channel of the chain after the current one."""
+    """Apply the fallback policy to what is known now of the number and the user."""
     opted_out = svc.store.has_flag("optout", v.to)
-    has_totp = methods.totp_enrolled(svc, v.user_id)
-    if forced is not None:
-        if not _reachable(forced, v.number_type, opted_out, has_totp):
-            return None
-        return (v.channels.index(forced) if forced in v.channels else v.position), forced
-    for position in range(v.position + 1, len(v.channels)):
-        channel = v.channels[position]
-        if _reachable(channel, v.number_type, opted_out, has_totp):
-            return position, channel
-    return None
+    reach = fallback.Reach(v.number_type, opted_out, methods.totp_enrolled(svc, v.user_id))
+    return fallback.next_channel(v.channels, v.position, reach, forced)
 
 
 def _ended(outcome: Outcome) -> Outcome:
@@ -100,13 +57,14 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     s = svc.settings
     number = phone.parse(req.to, req.country)
     phone.check_allowed(number, s.allowed_countries)
-    fallback = req.fallback if req.fallback is not None else tuple(Channel(c) for c in s.fallback_channels)
-    wants_totp = req.channel == Channel.TOTP.value or Channel.TOTP in fallback
+    chain_rest = req.fallback if req.fallback is not None else tuple(Channel(c) for c in s.fallback_channels)
+    wants_totp = req.channel == Channel.TOTP.value or Channel.TOTP in chain_rest
     has_totp = wants_totp and methods.totp_enrolled(svc, req.user_id)
     if req.channel == Channel.TOTP.value and not has_totp:
         raise TotpNotEnrolled(f"User {req.user_id!r} has no authenticator app or token enrolled.")
     chains = tuple(
-        plan_chain(req.channel, fallback, number, s.auto_fixed_line_or_mobile, opted_out, has_totp)
+        fallback.plan_chain(req.channel, chain_rest, number, s.auto_fixed_line_or_mobile,
+                            fallback.Reach(number.type.value, opted_out, has_totp))
         for opted_out in (False, True)
     )
     if not chains[0]:
@@ -195,7 +153,7 @@ def record_code(svc: Services, v: Verification, attempt: int, code: str, keep_en
     """Store the digest of the code a job is about to send; False when the attempt is stale."""
     channel = v.attempts[attempt - 1].channel
     expires_at = time.time() + ttl_for(svc, channel)
-    deadline = time.time() + svc.settings.delivery_deadline if channel in SMS_CHANNELS else None
+    deadline = time.time() + svc.settings.delivery_deadline if channel in fallback.SMS_CHANNELS else None
     encrypted = codes.encrypt(svc.key("code-cipher"), code) if keep_encrypted else ""
     outcome = svc.store.set_code(
         v.id, attempt, codes.digest(svc.key("code-hmac"), v.id, code), encrypted,

@@ -7,7 +7,7 @@ from gateway import codes, phone
 from gateway.carrier import Action, classify
 from gateway.errors import DestinationBlocked, InvalidPhoneNumber
 from gateway.models import Channel
-from gateway.verifications import plan_chain
+from gateway.fallback import Reach, next_channel, plan_chain
 
 
 def test_phone_parsing_and_types() -> None:
@@ -59,13 +59,25 @@ def test_codes_are_random_digits_and_digests_are_keyed() -> None:
     ],
 )
 def test_plan_chain(requested: str, number: str, opted_out: bool, chain: list[Channel]) -> None:
-    assert plan_chain(requested, (Channel.CALL,), phone.parse(number), "sms", opted_out, False) == chain
+    parsed = phone.parse(number)
+    reach = Reach(parsed.type.value, opted_out, False)
+    assert plan_chain(requested, (Channel.CALL,), parsed, "sms", reach) == chain
 
 
 def test_auto_for_fixed_line_or_mobile_follows_the_setting() -> None:
     us = phone.parse("+12025550100")
-    assert plan_chain("auto", (), us, "call", False, False) == [Channel.CALL]
-    assert plan_chain("auto", (), us, "sms", False, False) == [Channel.SMS]
+    reach = Reach(us.type.value, False, False)
+    assert plan_chain("auto", (), us, "call", reach) == [Channel.CALL]
+    assert plan_chain("auto", (), us, "sms", reach) == [Channel.SMS]
+
+
+def test_next_channel_skips_what_cannot_reach() -> None:
+    chain = [Channel.SMS, Channel.SMS_REPLY, Channel.TOTP, Channel.CALL]
+    assert next_channel(chain, 0, Reach("mobile", True, False)) == (3, Channel.CALL)
+    assert next_channel(chain, 0, Reach("mobile", False, True)) == (1, Channel.SMS_REPLY)
+    assert next_channel(chain, 3, Reach("mobile", False, True)) is None
+    assert next_channel(chain, 0, Reach("fixed_line", False, False), forced=Channel.SMS) is None
+    assert next_channel(chain, 1, Reach("mobile", False, False), forced=Channel.CALL) == (3, Channel.CALL)
 
 
 @pytest.mark.parametrize(
