@@ -54,7 +54,7 @@ class Settings:
     call_ring_timeout: int = 30
     call_menu_tries: int = 3
     fraud_block_seconds: int = 86400
-    organization_name: str = "your organisation"
+    organization_name: str = "Sign-in"
     sms_reply_confirmation: bool = True
     secret_key: str | None = None
     retention: int = 3600
@@ -224,7 +224,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         call_ring_timeout=_int(env, "CALL_RING_TIMEOUT", 30, 5, 600),
         call_menu_tries=_int(env, "CALL_MENU_TRIES", 3, 1, 10),
         fraud_block_seconds=_int(env, "FRAUD_BLOCK_SECONDS", 86400, 0, 365 * 86400),
-        organization_name=env.get("ORGANIZATION_NAME", "your organisation")[:60],
+        organization_name=env.get("ORGANIZATION_NAME", "Sign-in")[:60],
         sms_reply_confirmation=_bool(env, "SMS_REPLY_CONFIRMATION", True),
         secret_key=secret,
         retention=_int(env, "VERIFICATION_RETENTION", 3600, 60, 30 * 86400),

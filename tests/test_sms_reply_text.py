@@ -77,7 +77,7 @@ def test_reply_window_is_stated_plainly(seconds: int, shown: str) -> None:
 
 
 @pytest.mark.parametrize("locale", ["en", "pl"])
-@pytest.mark.parametrize("org", ["your organisation", "O" * 60])
+@pytest.mark.parametrize("org", ["Sign-in", "O" * 60])
 @pytest.mark.parametrize("seconds", [3, 60, 86400])
 def test_the_prompt_fits_one_gsm7_segment(locale: str, org: str, seconds: int) -> None:
     body = i18n.text(locale, "sms", "reply_prompt", org=org, code="1234567890", wait=reply_window(seconds))

@@ -78,8 +78,8 @@ def test_enrol_returns_a_scannable_uri_and_the_secret_once(app, client, redis_db
     uri = urlsplit(body["otpauth_uri"])
     query = parse_qs(uri.query)
     assert uri.scheme == "otpauth" and uri.netloc == "totp"
-    assert unquote(uri.path) == "/your organisation:alice@example.com"
-    assert query["secret"] == [body["secret"]] and query["issuer"] == ["your organisation"]
+    assert unquote(uri.path) == "/Sign-in:alice@example.com"
+    assert query["secret"] == [body["secret"]] and query["issuer"] == ["Sign-in"]
     totp = pyotp.parse_uri(body["otpauth_uri"])
     assert totp.digits == 6 and totp.interval == 30 and totp.secret == body["secret"]
     assert len(totp.byte_secret()) >= 20
