@@ -36,10 +36,14 @@ def enqueue_delivery(svc: Services, verification_id: str, attempt: int) -> Job:
     # Backoff for transient carrier trouble (429, 5xx, network); then the channel is given up.
     intervals = list(svc.settings.delivery_retry_intervals)
     retry = Retry(max=len(intervals), interval=intervals) if intervals else None
-    return svc.queue.enqueue_call(
-        deliver, args=(verification_id, attempt), retry=retry, timeout=60,
-        result_ttl=0, failure_ttl=86400, on_failure=Callback(delivery_gave_up),
-    )
+    # One pipeline: rq's job save and queue push go to Redis in a single round trip.
+    with svc.redis.pipeline() as pipe:
+        job = svc.queue.enqueue_call(
+            deliver, args=(verification_id, attempt), retry=retry, timeout=60,
+            result_ttl=0, failure_ttl=86400, on_failure=Callback(delivery_gave_up), pipeline=pipe,
+        )
+        pipe.execute()
+    return job
 
 
 def schedule_timers(svc: Services, verification_id: str, when: float) -> None:

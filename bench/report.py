@@ -1,0 +1,221 @@
+"""Rows computed from phases, the machine's description, and the Markdown report of a run."""
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+from bench.load import Phase
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TARGET_RATIO = 0.5
+
+
+def api_row(starts: Phase[Any], checks: Phase[Any]) -> dict[str, Any]:
+    """One system's API-path figures: a timed start phase then a timed check phase."""
+    seconds = starts.seconds + checks.seconds
+    return {
+        "starts": starts.done, "checks": checks.done, "errors": len(starts.errors) + len(checks.errors),
+        "capped": starts.capped or checks.capped,
+        "starts_per_s": round(starts.rate, 1), "checks_per_s": round(checks.rate, 1),
+        "verifications_per_s": round(checks.done / seconds, 1) if seconds else 0.0,
+        "start_p50_ms": round(starts.p("start", 50), 2), "start_p99_ms": round(starts.p("start", 99), 2),
+        "check_p50_ms": round(checks.p("check", 50), 2), "check_p99_ms": round(checks.p("check", 99), 2),
+    }
+
+
+def e2e_row(phase: Phase[Any]) -> dict[str, Any]:
+    """End-to-end figures of one phase of whole verifications."""
+    row: dict[str, Any] = {"done": phase.done, "errors": len(phase.errors), "capped": phase.capped,
+                           "verifications_per_s": round(phase.rate, 1)}
+    for step in ("start", "deliver", "check", "e2e"):
+        row[f"{step}_p50_ms"] = round(phase.p(step, 50), 2)
+        row[f"{step}_p99_ms"] = round(phase.p(step, 99), 2)
+    return row
+
+
+def machine(r: redis.Redis) -> dict[str, Any]:
+    """The machine and the versions the run used."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {
+        "nproc": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": model, "kernel": platform.release(), "python": platform.python_version(),
+        "redis-server": r.info("server")["redis_version"],
+        **{name: version(name) for name in ("flask", "werkzeug", "gunicorn", "rq", "redis", "twilio")},
+    }
+
+
+def git_state() -> str:
+    """The commit measured, and whether the work tree differed from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    changed = len(git("status", "--porcelain", "--untracked-files=no").splitlines())
+    return git("rev-parse", "--short", "HEAD") + (f" + {changed} changed files" if changed else "")
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "–"
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _api(results: dict[str, Any]) -> str:
+    rows = []
+    for r in results["api"]:
+        g, ref = r["gateway"], r["reference"]
+        rows.append([
+            r["concurrency"], r["count"], g["verifications_per_s"], ref["verifications_per_s"],
+            f"**{_ratio(g['verifications_per_s'], ref['verifications_per_s'])}**",
+            " ".join(f"{x:.2f}" for x in r.get("ratios", [])),
+            f"{g['starts_per_s']} / {ref['starts_per_s']}", f"{g['checks_per_s']} / {ref['checks_per_s']}",
+            f"{g['start_p50_ms']} / {g['start_p99_ms']}", f"{ref['start_p50_ms']} / {ref['start_p99_ms']}",
+            f"{g['check_p50_ms']} / {g['check_p99_ms']}", f"{ref['check_p50_ms']} / {ref['check_p99_ms']}",
+            g["errors"] + ref["errors"], max(v.get("others %", 0) for v in r["cpu_ms"].values()),
+        ])
+    return _table(["c", "n per round", "gateway verif/s", "reference verif/s", "ratio", "ratio per round", "starts/s gw / ref",
+                   "checks/s gw / ref", "gw start p50/p99 ms", "ref start p50/p99 ms", "gw check p50/p99 ms",
+                   "ref check p50/p99 ms", "errors", "others' CPU % (max)"], rows)
+
+
+def _e2e(results: dict[str, Any]) -> str:
+    reference = {r["concurrency"]: r["reference"]["verifications_per_s"] for r in results["api"]}
+    rows = []
+    for worker_class, block in results["e2e"].items():
+        for r in block["rows"]:
+            rows.append([
+                worker_class, r["concurrency"], r["done"], r["verifications_per_s"],
+                reference.get(r["concurrency"], 0), f"**{_ratio(r['verifications_per_s'], reference.get(r['concurrency'], 0))}**",
+                f"{r['start_p50_ms']} / {r['start_p99_ms']}", f"{r['deliver_p50_ms']} / {r['deliver_p99_ms']}",
+                f"{r['check_p50_ms']} / {r['check_p99_ms']}", f"{r['e2e_p50_ms']} / {r['e2e_p99_ms']}",
+                r["errors"], "yes" if r["capped"] else "", r["cpu_ms"].get("others %", ""),
+            ])
+    return _table(["workers", "c", "done", "verif/s", "reference verif/s", "ratio", "start p50/p99 ms",
+                   "start→SMS p50/p99 ms", "check p50/p99 ms", "whole p50/p99 ms", "errors", "time-capped",
+                   "others' CPU %"], rows)
+
+
+def _drains(rows: list[dict[str, Any]], unit: str) -> str:
+    base = rows[0]["rate"] / rows[0]["workers"] if rows and rows[0]["rate"] else 0
+    out = []
+    for r in rows:
+        per = r["rate"] / r["workers"]
+        out.append([r["worker_class"], r["workers"], r["jobs"], r["rate"], round(per, 2),
+                    f"{per / base:.2f}" if base else "–", r["rate_overall"], r["max_in_flight"],
+                    r["cpu_ms_per_job"].get("workers", "–"), r["cpu_ms_per_job"].get("redis-server", "–"),
+                    round(r["rss_peak"].get("worker", 0) / 2**20, 1), r["cpu_ms_per_job"].get("others %", "")])
+    return _table(["class", "workers", "jobs", f"{unit}/s (steady)", "per worker", "per worker vs first row",
+                   f"{unit}/s (overall)", "max in flight at Twilio", "worker CPU ms/job", "redis CPU ms/job",
+                   "peak RSS MiB/process", "others' CPU %"], out)
+
+
+def _cpu(results: dict[str, Any]) -> str:
+    top = results["api"][-1]
+    rows = [[f"API path c={top['concurrency']}: {name}", *[values.get(k, "–") for k in CPU_COLUMNS]]
+            for name, values in top["cpu_ms"].items()]
+    for worker_class, block in results["e2e"].items():
+        last = block["rows"][-1]
+        rows.append([f"end to end c={last['concurrency']} ({worker_class})", *[last["cpu_ms"].get(k, "–") for k in CPU_COLUMNS]])
+    return _table(["phase (ms per item)", *CPU_COLUMNS[:-1], "other processes' share of the CPUs"], rows)
+
+
+CPU_COLUMNS = ["web", "reference", "workers", "redis-server", "fake twilio", "load generator", "others %"]
+
+
+def _memory(results: dict[str, Any]) -> str:
+    pending = results.get("memory_pending", {})
+    rows = [[k, round(v)] for k, v in pending.get("per_key", {}).items()]
+    rows.append(["**all of the above per pending verification**", f"**{round(sum(pending.get('per_key', {}).values()))}**"])
+    rows += [[f"(while queued) {k}", round(v)] for k, v in results.get("memory_queued", {}).items()]
+    return _table(["key (mean over a sample of pending verifications)", "bytes"], rows)
+
+
+WHY_NO_TTL = {
+    "gw:audit": "stream trimmed on every XADD by MINID (AUDIT_RETENTION): bounded by retention × end rate",
+    "gw:metrics:ended": "counters; fields = channel × status × reason, a fixed set",
+    "gw:metrics:started": "counters; fields = channels, a fixed set",
+    "gw:metrics:carrier_errors": "counters; fields = Twilio error codes, a bounded set",
+    "gw:metrics:fallbacks": "counters; fields = channel pairs × reasons, a fixed set",
+    "rq:job:<uuid>": "rq jobs waiting: the timer job scheduled per pending verification (deleted when it runs, "
+                     "result_ttl=0), or a delivery job still queued",
+    "rq:scheduled:gateway": "rq's scheduled registry: one entry per timer job above",
+    "rq:queues": "rq's set of queue names (one)",
+    "rq:queue:gateway": "rq's queue: delivery jobs not yet taken",
+    "rq:workers": "rq's set of live workers",
+    "rq:workers:gateway": "rq's set of live workers of the queue",
+}
+
+
+def _ttl(results: dict[str, Any]) -> str:
+    rows = [[f"`{k}`", v["type"], v["keys"], v["no_ttl"], v["size"] or "", WHY_NO_TTL.get(k, "") if v["no_ttl"] else ""]
+            for k, v in sorted(results["ttl"]["kinds"].items())]
+    return _table(["key kind", "type", "keys", "without TTL", "entries (single keys)", "why no TTL, and its bound"], rows)
+
+
+def _rss(results: dict[str, Any]) -> str:
+    rows = []
+    for name, peaks in [("API path", results.get("api_rss_peak", {})),
+                        *[(f"end to end ({k})", v["rss_peak"]) for k, v in results.get("e2e", {}).items()]]:
+        for group in sorted(k for k in peaks if not k.endswith(":total")):
+            rows.append([name, group, round(peaks[group] / 2**20, 1), round(peaks[group + ":total"] / 2**20, 1)])
+    return _table(["phase", "process group", "peak RSS of one process MiB", "peak RSS of the group MiB"], rows)
+
+
+def _contention(results: dict[str, Any]) -> str:
+    worst = max(v.get("others %", 0) for r in results["api"] for v in r["cpu_ms"].values())
+    if worst < 10:
+        return f"Other processes used at most {worst:.0f}% of the CPUs during these phases."
+    return (f"**Other processes on this shared machine used up to {worst:.0f}% of the CPUs during these phases**; "
+            "the reference and the gateway alternate within each round, so the ratio per round is the fairer figure.")
+
+
+def render(results: dict[str, Any]) -> str:
+    """The run as Markdown tables."""
+    m = results["machine"]
+    trips = results["round_trips"]["exact"]
+    pending = results.get("memory_pending", {})
+    gw_total = sum(v for k, v in pending.get("per_key", {}).items() if k.startswith("gw:"))
+    parts = [
+        f"Command: `{results['command']}` — {results['seconds']} s; load average before "
+        f"{results['load_before'][0]:.2f}, after {results['load_after'][0]:.2f}; code at {results['git']}.",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}. Versions: Python "
+        f"{m['python']}, redis-server {m['redis-server']}, Flask {m['flask']}, Werkzeug {m['werkzeug']}, gunicorn "
+        f"{m['gunicorn']}, rq {m['rq']}, redis-py {m['redis']}, twilio {m['twilio']}.",
+        "### API path (timed starts; jobs drained untimed; timed checks)", _api(results),
+        f"Target: gateway ≥ {TARGET_RATIO}× the reference. " + _contention(results),
+        "### Redis round trips (counted in redis-py; a pipeline is one)",
+        _table(["request", "round trips", "commands (`+` = sent together)"], [
+            ["start", trips["start"]["round_trips"], f"`{trips['start']['commands']}`"],
+            ["check", trips["check"]["round_trips"], f"`{trips['check']['commands']}`"],
+            ["delivery job in a running worker (rq included)", trips["per_job_in_running_worker"], ""],
+        ]),
+        "MONITOR on the real gunicorn processes (client commands; commands run inside Lua in brackets):",
+        _table(["request", "client commands", "inside Lua"], [
+            [name, " ".join(v["client"]), f"[{len(v['lua'])}]"]
+            for name, v in results["round_trips"]["monitor"].items() if name != "job_in_new_worker"
+        ]),
+        "### End to end (start → job → Twilio REST → code → check; Twilio answers at once)", _e2e(results),
+        "### Delivery jobs per second by worker class (queue filled first, Twilio answers at once)",
+        _drains(results["worker_classes"], "jobs"),
+        "### Sends per second against a Twilio taking 200 ms per request", _drains(results["slow_twilio"], "sends"),
+        f"Workers needed for 50 sends/s at this latency: **{results['workers_for_50_per_s']}**.",
+        "### CPU per item by component (ms)", _cpu(results),
+        "### Redis bytes per pending verification", _memory(results),
+        f"Gateway keys per pending verification: **{gw_total:.0f} bytes** (target ≤ 1024).",
+        "### Keys after the run (SCAN + TTL over DB 12)", _ttl(results),
+        f"`gw:audit` after the run: {results['audit_length']} records, "
+        f"{results.get('audit_bytes_per_record', '?')} bytes each in Redis.",
+        "### Resident memory under load", _rss(results),
+    ]
+    return "\n\n".join(parts) + "\n"

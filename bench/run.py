@@ -1,0 +1,402 @@
+"""The benchmark of issue 2: the gateway as the Procfile runs it (gunicorn web + rq workers)
+beside a bare Flask + Redis reference, against a local fake Twilio and a real Redis.
+
+Entry: `python -m bench.run [--quick]`. Uses Redis databases 12 (gateway) and 13 (reference),
+flushed before and after. Results: bench/results/<time>.json and .md (and printed).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+import redis
+
+from bench import probes, report, work
+from bench.load import Client, Phase, expect, merge, run_phase
+from bench.procs import OUT, Processes, RssSampler, answers, argv_of, cpu_seconds, free_port, poll, procfile
+
+GATEWAY_DB, REFERENCE_DB = 12, 13
+API_KEY = "bench-api-key-" + "0123456789abcdef"
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each part of the bench does."""
+
+    api: dict[int, int]
+    e2e: dict[int, int]
+    drain: dict[str, int]
+    sweep_per_worker: int
+    cap: float
+    rounds: int = 3
+    workers: int = 2
+    sweep: tuple[int, ...] = (1, 2, 4, 8)
+
+
+FULL = Sizes(api={1: 300, 8: 1000, 32: 2000}, e2e={1: 200, 8: 800, 32: 1500},
+             drain={"simple": 800, "fork": 300}, sweep_per_worker=40, cap=60)
+QUICK = Sizes(api={1: 40, 8: 150, 32: 300}, e2e={1: 30, 8: 100, 32: 200},
+              drain={"simple": 150, "fork": 60}, sweep_per_worker=8, cap=15, sweep=(1, 2, 4), rounds=1)
+
+
+def redis_base() -> str:
+    """The Redis server (REDIS_URL's host, else 127.0.0.1:6379), without a database."""
+    parts = urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass
+class Drain:
+    """Jobs a set of workers ran, as timed by the fake Twilio's answers."""
+
+    jobs: int
+    workers: int
+    worker_class: str
+    rate: float          # jobs/s between the 10th and 90th percentile answers (steady state)
+    rate_overall: float  # jobs/s from the first request to the last answer
+    max_in_flight: int
+    cpu_ms_per_job: dict[str, float] = field(default_factory=dict)
+
+
+class Bench:
+    """One bench run: its processes, its Redis databases, and what it measured."""
+
+    def __init__(self, sizes: Sizes) -> None:
+        self.sizes = sizes
+        base = redis_base()
+        self.gw = redis.Redis.from_url(f"{base}/{GATEWAY_DB}")
+        self.ref = redis.Redis.from_url(f"{base}/{REFERENCE_DB}")
+        self.fake_port, self.web_port, self.ref_port = free_port(), free_port(), free_port()
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("TWILIO_REGION", "TWILIO_EDGE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+        env.update(PYTHONUNBUFFERED="1", NO_PROXY="127.0.0.1,localhost")
+        self.procs = Processes(env)
+        self.gateway_env = {
+            "REDIS_URL": f"{base}/{GATEWAY_DB}", "GATEWAY_API_KEYS": API_KEY, "GATEWAY_SECRET_KEY": "b" * 40,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": "bench-auth-token",
+            "TWILIO_API_BASE_URL": f"http://127.0.0.1:{self.fake_port}", "SMS_FROM": "+15005550006",
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.web_port}", "PORT": str(self.web_port),
+            # Distinct numbers per verification anyway; these keep timers out of the measured phases.
+            "RATE_LIMIT_PER_NUMBER": "100000", "DELIVERY_DEADLINE": "3600", "SMS_CODE_TTL": "3600",
+            "LOG_LEVEL": "WARNING", "WORKER_CLASS": "simple",
+        }
+        self.reference_env = {**self.gateway_env, "REDIS_URL": f"{base}/{REFERENCE_DB}", "PORT": str(self.ref_port)}
+        self.numbers = (f"+4860{i:07d}" for i in itertools.count(1))
+        self.fake = Client(self.fake_port)
+        self.cpu_groups = {"web": "web", "reference": "ref", "workers": "worker", "fake twilio": "fake"}
+        try:
+            self.redis_proc: psutil.Process | None = psutil.Process(int(self.gw.info("server")["process_id"]))
+        except (psutil.Error, KeyError):
+            self.redis_proc = None
+        self.results: dict[str, Any] = {"sizes": asdict(sizes)}
+
+    # -- processes --------------------------------------------------------------------
+    def start_servers(self) -> None:
+        """Flush the databases; start the fake Twilio, the gateway's web and the reference's web."""
+        self.gw.flushdb()
+        self.ref.flushdb()
+        web = procfile()["web"]
+        self.procs.spawn("fake", [sys.executable, "-m", "bench.fake_twilio", "--port", str(self.fake_port)])
+        self.procs.spawn("web", argv_of(web, self.web_port), self.gateway_env)
+        ref_line = web.replace('"gateway:create_app()"', '"bench.reference_app:create_app()"')
+        assert ref_line != web, "the Procfile's web line no longer names gateway:create_app()"
+        self.procs.spawn("ref", argv_of(ref_line, self.ref_port), self.reference_env)
+        for name, url in (("fake", f"http://127.0.0.1:{self.fake_port}/_bench/stats"),
+                          ("web", f"http://127.0.0.1:{self.web_port}/readyz"),
+                          ("ref", f"http://127.0.0.1:{self.ref_port}/healthz")):
+            poll(lambda: self.procs.alive(name) and answers(url), 30, name)
+
+    def start_workers(self, count: int, worker_class: str, wait: bool = True) -> None:
+        """Start worker processes (the Procfile's worker line) and optionally wait until registered."""
+        line = procfile()["worker"]
+        for i in range(count):
+            self.procs.spawn(f"worker-{i}", argv_of(line), {**self.gateway_env, "WORKER_CLASS": worker_class})
+        if wait:
+            poll(lambda: [self.procs.alive(f"worker-{i}") for i in range(count)]
+                 and self.gw.scard("rq:workers") >= count, 60, f"{count} workers")
+
+    def stop_workers(self) -> None:
+        """Stop every worker process (rq unregisters them on the way out)."""
+        self.procs.stop(*[name for name in self.procs.procs if name.startswith("worker")])
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each component."""
+        used = {group: cpu_seconds(self.procs.tree(prefix)) for group, prefix in self.cpu_groups.items()}
+        used["load generator"] = cpu_seconds([psutil.Process()])
+        if self.redis_proc is not None:
+            used["redis-server"] = cpu_seconds([self.redis_proc])
+        t = psutil.cpu_times()
+        used["machine"] = t.user + t.nice + t.system + t.irq + t.softirq + t.steal
+        used["clock"] = time.monotonic()
+        return used
+
+    @staticmethod
+    def others_share(before: dict[str, float], after: dict[str, float]) -> float:
+        """The share (%) of the machine's CPUs that processes outside this bench used in between."""
+        ours = sum(after[k] - before[k] for k in after if k not in ("machine", "clock"))
+        elapsed = (after["clock"] - before["clock"]) * (psutil.cpu_count() or 1)
+        return round(100 * max(after["machine"] - before["machine"] - ours, 0.0) / elapsed, 1) if elapsed else 0.0
+
+    @staticmethod
+    def per_item(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
+        """CPU milliseconds per item of each component between two cpu() readings (+ others' share)."""
+        per = {k: round((after[k] - before.get(k, 0.0)) * 1000 / max(items, 1), 3)
+               for k in after if k not in ("machine", "clock")}
+        per["others %"] = Bench.others_share(before, after)
+        return per
+
+    # -- the fake Twilio ----------------------------------------------------------------
+    def fake_call(self, method: str, path: str, body: Any = None) -> Any:
+        """A control call to the fake Twilio."""
+        return expect(*self.fake.request(method, path, body), 200)
+
+    def phase(self, items: list[Any], concurrency: int, work: Any, cap: float | None = None) -> tuple[Phase[Any], dict[str, float]]:
+        """Run one timed phase and the CPU each component spent per item in it."""
+        ports = {"gw": (self.web_port, API_KEY), "ref": (self.ref_port, API_KEY), "fake": (self.fake_port, None)}
+        before = self.cpu()
+        result = run_phase(items, concurrency, work, ports, cap or self.sizes.cap)
+        cpu = self.per_item(before, self.cpu(), result.done)
+        if result.errors:
+            print(f"  ! {len(result.errors)} errors, first: {result.errors[0]}", flush=True)
+        return result, cpu
+
+    def take(self, count: int) -> list[str]:
+        """Fresh destination numbers (valid Polish mobiles), one per verification."""
+        return list(itertools.islice(self.numbers, count))
+
+    def fill(self, count: int) -> list[tuple[str, str]]:
+        """Start verifications (untimed) so that their delivery jobs wait in the queue."""
+        started, _ = self.phase(self.take(count), 32, work.gw_start, cap=120)
+        return started.results
+
+    def drain(self, expected: int, workers: int, worker_class: str, start: bool = True) -> Drain:
+        """Run workers until the fake Twilio has answered `expected` messages; time the steady part."""
+        if start:
+            self.start_workers(workers, worker_class, wait=False)
+        marks: dict[str, dict[str, float]] = {}
+        low, high = max(1, expected // 10), max(2, expected * 9 // 10)
+
+        def progressed() -> bool:
+            count = int(self.fake_call("GET", "/_bench/stats")["count"])
+            for name, at in (("low", low), ("high", high)):
+                if count >= at and name not in marks:
+                    marks[name] = {**self.cpu(), "count": float(count)}
+            for i in range(workers):
+                self.procs.alive(f"worker-{i}")
+            return count >= expected
+
+        poll(progressed, 60 + expected / 2, f"{expected} messages", interval=0.05)
+        stats = self.fake_call("GET", "/_bench/stats")
+        self.stop_workers()
+        answered = sorted(stats["answered"])
+        lo, hi = answered[low - 1], answered[high - 1]
+        steady = (high - low) / (hi - lo) if hi > lo else 0.0
+        overall = len(answered) / (answered[-1] - min(stats["arrived"])) if answered else 0.0
+        jobs = marks["high"]["count"] - marks["low"]["count"]
+        cpu = self.per_item({k: v for k, v in marks["low"].items() if k != "count"},
+                            {k: v for k, v in marks["high"].items() if k != "count"}, int(jobs))
+        return Drain(len(answered), workers, worker_class, round(steady, 2), round(overall, 2),
+                     int(stats["max_in_flight"]), cpu)
+
+    # -- scenarios --------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Load scripts and open connections in every process, untimed."""
+        self.fake_call("POST", "/_bench/reset")
+        started = self.fill(64)
+        self.start_workers(self.sizes.workers, "simple")
+        poll(lambda: self.fake_call("GET", "/_bench/stats")["count"] >= len(started), 60, "warm-up deliveries")
+        codes = self.fake_call("GET", "/_bench/codes")
+        self.phase([(vid, codes[n]) for vid, n in started], 8, work.gw_check)
+        self.stop_workers()
+        refs, _ = self.phase([(n, "123456") for n in self.take(64)], 8, work.ref_start)
+        self.phase(refs.results, 8, work.ref_check)
+
+    def round_trips(self) -> None:
+        """Redis round trips of one start, one check and one job; MONITOR's view of the real processes."""
+        from bench import inprocess
+
+        self.fake_call("POST", "/_bench/reset")
+        url = f"{redis_base()}/{GATEWAY_DB}"
+        monitor = probes.Monitor(url, GATEWAY_DB)
+        client = Client(self.web_port, API_KEY)
+        try:
+            first, second, third = self.take(3)
+            holder: dict[str, Any] = {}
+            # The same keep-alive connection reaches the same gunicorn worker: the first start shows
+            # what a process does once (rq asks INFO for the server version), the second the steady state.
+            once = monitor.capture(lambda: expect(*client.request("POST", "/v1/verifications", {"to": third}), 201), "once")
+            start = monitor.capture(lambda: holder.update(
+                body=expect(*client.request("POST", "/v1/verifications", {"to": first}), 201)), "start")
+            first_job = inprocess.run_jobs(self.gateway_env)  # delivers it, counting a new worker's round trips
+            code = self.fake_call("GET", "/_bench/codes")[first]
+            check = monitor.capture(lambda: expect(*client.request(
+                "POST", f"/v1/verifications/{holder['body']['id']}/check", {"code": code}), 200), "check")
+            expect(*client.request("POST", "/v1/verifications", {"to": second}), 201)
+            job = monitor.capture(lambda: inprocess.run_jobs(self.gateway_env), "job")
+        finally:
+            monitor.close()
+            client.close()
+        exact = inprocess.count_requests(self.gateway_env, self.take(13), self.fake_port)
+        self.results["round_trips"] = {
+            "exact": exact, "first_job_in_new_worker": first_job,
+            "monitor": {"start (first on its connection)": asdict(once), "start": asdict(start), "check": asdict(check), "job_in_new_worker": asdict(job)},
+        }
+
+    def api_and_reference(self) -> None:
+        """At each concurrency, `rounds` times: the reference's start and check phases, then the
+        gateway's API path; figures pool the rounds, the ratio is also given per round."""
+        rows = []
+        for level, count in self.sizes.api.items():
+            phases: dict[str, list[Phase[Any]]] = {"ref start": [], "ref check": [], "gw start": [], "gw check": []}
+            cpu: dict[str, list[dict[str, float]]] = {"gateway start": [], "gateway check": [],
+                                                      "reference start": [], "reference check": []}
+            ratios = []
+            for round_ in range(self.sizes.rounds):
+                print(f"- API path, concurrency {level}, round {round_ + 1}: {count} verifications", flush=True)
+                refs, ref_start_cpu = self.phase([(n, f"{secrets.randbelow(10**6):06d}") for n in self.take(count)],
+                                                 level, work.ref_start)
+                ref_checks, ref_check_cpu = self.phase(refs.results, level, work.ref_check)
+                self.fake_call("POST", "/_bench/reset")
+                starts, start_cpu = self.phase(self.take(count), level, work.gw_start)
+                measure_memory = level == max(self.sizes.api) and round_ == 0
+                if measure_memory:
+                    self.results["memory_queued"] = probes.memory_of_queued_jobs(self.gw)
+                drain = self.drain(starts.done, self.sizes.workers, "simple")
+                if measure_memory:
+                    self.results["memory_pending"] = asdict(probes.memory_per_verification(self.gw))
+                codes = self.fake_call("GET", "/_bench/codes")
+                checks, check_cpu = self.phase([(vid, codes[n]) for vid, n in starts.results if n in codes],
+                                               level, work.gw_check)
+                for key, value in (("ref start", refs), ("ref check", ref_checks), ("gw start", starts), ("gw check", checks)):
+                    phases[key].append(value)
+                for key, used in (("gateway start", start_cpu), ("gateway check", check_cpu),
+                                  ("reference start", ref_start_cpu), ("reference check", ref_check_cpu)):
+                    cpu[key].append(used)
+                gw, ref = report.api_row(starts, checks), report.api_row(refs, ref_checks)
+                ratios.append(round(gw["verifications_per_s"] / ref["verifications_per_s"], 3))
+                print(f"  gateway {gw['verifications_per_s']:.0f}/s, reference {ref['verifications_per_s']:.0f}/s", flush=True)
+            rows.append({
+                "concurrency": level, "count": count, "rounds": self.sizes.rounds, "ratios": ratios,
+                "gateway": report.api_row(merge(phases["gw start"]), merge(phases["gw check"])),
+                "reference": report.api_row(merge(phases["ref start"]), merge(phases["ref check"])),
+                "drain": asdict(drain),
+                "cpu_ms": {k: {m: round(sum(d[m] for d in v) / len(v), 3) for m in v[0]} for k, v in cpu.items()},
+            })
+        self.results["api"] = rows
+
+    def end_to_end(self, worker_class: str, levels: dict[int, int]) -> None:
+        """Whole verifications (start → job → Twilio → code → check) with workers running."""
+        self.start_workers(self.sizes.workers, worker_class)
+        rows = []
+        try:
+            with RssSampler(self.procs, {"web": "web", "worker": "worker"}) as rss:
+                for level, count in levels.items():
+                    print(f"- end to end ({worker_class} workers), concurrency {level}: {count}", flush=True)
+                    self.fake_call("POST", "/_bench/reset")
+                    result, cpu = self.phase(self.take(count), level, work.gw_e2e)
+                    rows.append({"concurrency": level, "count": count, **report.e2e_row(result), "cpu_ms": cpu})
+                    print(f"  {rows[-1]['verifications_per_s']:.0f}/s", flush=True)
+        finally:
+            self.stop_workers()
+        self.results.setdefault("e2e", {})[worker_class] = {"rows": rows, "rss_peak": rss.peak}
+
+    def worker_classes(self) -> None:
+        """Delivery jobs per second of each worker class, from a full queue, with 1 and 2 workers."""
+        rows = []
+        for worker_class, jobs in self.sizes.drain.items():
+            for workers in (1, self.sizes.workers):
+                self.fake_call("POST", "/_bench/reset")
+                started = self.fill(jobs)
+                print(f"- drain: {len(started)} jobs, {workers} {worker_class} worker(s)", flush=True)
+                with RssSampler(self.procs, {"worker": "worker"}) as rss:
+                    drain = self.drain(len(started), workers, worker_class)
+                rows.append({**asdict(drain), "rss_peak": rss.peak})
+                print(f"  {drain.rate:.1f} jobs/s", flush=True)
+        self.results["worker_classes"] = rows
+
+    def slow_twilio(self) -> None:
+        """Sends per second against a Twilio that takes 200 ms per request, by worker processes."""
+        rows = []
+        self.fake_call("POST", "/_bench/config", {"delay_ms": 200})
+        try:
+            for workers in self.sizes.sweep:
+                self.fake_call("POST", "/_bench/reset")
+                self.start_workers(workers, "simple")  # up first, so the measured part has all of them
+                started = self.fill(workers * self.sizes.sweep_per_worker)
+                print(f"- 200 ms Twilio: {len(started)} sends, {workers} worker(s)", flush=True)
+                with RssSampler(self.procs, {"worker": "worker"}) as rss:
+                    drain = self.drain(len(started), workers, "simple", start=False)
+                rows.append({**asdict(drain), "rss_peak": rss.peak})
+                print(f"  {drain.rate:.1f} sends/s", flush=True)
+        finally:
+            self.fake_call("POST", "/_bench/config", {"delay_ms": 0})
+        self.results["slow_twilio"] = rows
+        per_worker = min(r["rate"] / r["workers"] for r in rows)
+        self.results["workers_for_50_per_s"] = math.ceil(50 / per_worker) if per_worker else None
+
+    def run(self) -> dict[str, Any]:
+        """Every scenario, in order; all processes stopped and databases flushed at the end."""
+        self.results["machine"] = report.machine(self.gw)
+        self.results["git"] = report.git_state()
+        self.results["load_before"] = os.getloadavg()
+        began = time.monotonic()
+        try:
+            self.start_servers()
+            print("- warm-up", flush=True)
+            self.warm_up()
+            print("- round trips", flush=True)
+            self.round_trips()
+            with RssSampler(self.procs, {"web": "web", "reference": "ref"}) as rss:
+                self.api_and_reference()
+            self.results["api_rss_peak"] = rss.peak
+            self.end_to_end("simple", self.sizes.e2e)
+            self.end_to_end("fork", self.sizes.e2e)
+            self.worker_classes()
+            self.slow_twilio()
+            self.results["ttl"] = asdict(probes.ttl_scan(self.gw))
+            self.results["audit_length"] = self.gw.xlen("gw:audit")
+            self.results["audit_bytes_per_record"] = round(
+                (self.gw.memory_usage("gw:audit", samples=0) or 0) / max(self.results["audit_length"], 1))
+        finally:
+            self.procs.stop()
+            self.gw.flushdb()
+            self.ref.flushdb()
+        self.results["seconds"] = round(time.monotonic() - began, 1)
+        self.results["load_after"] = os.getloadavg()
+        return self.results
+
+
+def main() -> None:
+    """Entry point: `python -m bench.run [--quick]`."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a small run (under about two minutes)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops what was started
+    sizes = QUICK if args.quick else FULL
+    results = Bench(sizes).run()
+    results["command"] = "python -m bench.run" + (" --quick" if args.quick else "")
+    OUT.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    Path(OUT / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+    markdown = report.render(results)
+    Path(OUT / f"{stamp}.md").write_text(markdown)
+    print(markdown)
+    print(f"written: bench/results/{stamp}.json and .md")
+
+
+if __name__ == "__main__":
+    main()
