@@ -53,6 +53,7 @@ class Settings:
     delivery_deadline: int = 30
     call_ring_timeout: int = 30
     call_menu_tries: int = 3
+    call_hangup_grace: int = 3
     fraud_block_seconds: int = 86400
     organization_name: str = "Sign-in"
     sms_reply_confirmation: bool = True
@@ -223,6 +224,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         delivery_deadline=_int(env, "DELIVERY_DEADLINE", 30, 1, 3600),
         call_ring_timeout=_int(env, "CALL_RING_TIMEOUT", 30, 5, 600),
         call_menu_tries=_int(env, "CALL_MENU_TRIES", 3, 1, 10),
+        call_hangup_grace=_int(env, "CALL_HANGUP_GRACE", 3, 0, 60),
         fraud_block_seconds=_int(env, "FRAUD_BLOCK_SECONDS", 86400, 0, 365 * 86400),
         organization_name=env.get("ORGANIZATION_NAME", "Sign-in")[:60],
         sms_reply_confirmation=_bool(env, "SMS_REPLY_CONFIRMATION", True),

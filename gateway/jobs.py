@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from rq import Callback, Retry
 from rq.job import Job
@@ -51,6 +51,21 @@ def schedule_timers(svc: Services, verification_id: str, when: float) -> None:
     svc.queue.enqueue_at(
         datetime.fromtimestamp(when, timezone.utc), run_timers, verification_id, result_ttl=0, failure_ttl=86400
     )
+
+
+def schedule_hangup_check(svc: Services, verification_id: str, attempt: int) -> None:
+    """After a call ended without a choice, deny it once a late Gather has had its chance."""
+    # Callbacks race: a # pressed just before hanging up may arrive after "completed".
+    grace = timedelta(seconds=svc.settings.call_hangup_grace)
+    svc.queue.enqueue_in(grace, close_hung_up_call, verification_id, attempt, result_ttl=0, failure_ttl=86400)
+
+
+def close_hung_up_call(verification_id: str, attempt: int) -> None:
+    """Deny a confirm-mode call attempt still undecided after the caller hung up (no_input)."""
+    from gateway import verifications
+    from gateway.models import Reason, Status
+
+    verifications.end(services(), verification_id, attempt, Status.DENIED, Reason.NO_INPUT)
 
 
 def deliver(verification_id: str, attempt: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 from twilio.twiml.voice_response import VoiceResponse
 
-from gateway import verifications
+from gateway import jobs, verifications
 from gateway.errors import NotFound
 from gateway.models import AttemptStatus, Channel, Reason, Status, Verification
 from gateway.services import Services, services
@@ -162,7 +162,8 @@ def status(verification_id: str, attempt: int) -> tuple[str, int]:
         svc, verification_id, attempt, mapped, _error_code(request.form.get("ErrorCode")), sid
     )
     if mapped is AttemptStatus.COMPLETED and outcome.kind in BOUND and v.ivr_mode == "confirm":
-        # The caller hung up before choosing: that is no approval. Attempt-bound, so a
-        # late callback of an earlier call or an already decided verification is left alone.
-        verifications.end(svc, verification_id, attempt, Status.DENIED, Reason.NO_INPUT)
+        # The caller hung up before choosing: that is no approval. The denial waits a short
+        # grace for a Gather posted just before the hang-up, and is attempt-bound, so a late
+        # callback of an earlier call or an already decided verification is left alone.
+        jobs.schedule_hangup_check(svc, verification_id, attempt)
     return "", 204

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+import time
 from dataclasses import dataclass
+
+from rq import SimpleWorker
+from rq.registry import ScheduledJobRegistry
 from typing import Any
 
 import pytest
@@ -407,13 +411,39 @@ def test_a_failed_call_is_a_failed_delivery(voice: Voice, status: str) -> None:
     assert body["attempts"][0]["status"] == status and len(voice.audit()) == 1
 
 
-def test_hanging_up_mid_menu_denies_no_input(voice: Voice) -> None:
+def test_hanging_up_mid_menu_denies_no_input_after_a_grace(voice: Voice) -> None:
     vid = voice.start()
     voice.deliver(vid)
     voice.answer(vid)
     voice.status(vid, "completed", seq=3)
+    assert voice.read(vid)["status"] == "pending"  # a Gather posted before the hang-up may still arrive
+    scheduled = ScheduledJobRegistry(queue=voice.svc.queue)
+    (job_id,) = scheduled.get_job_ids()
+    due = scheduled.get_scheduled_time(job_id).timestamp() - time.time()
+    assert 0 < due <= voice.settings.call_hangup_grace
+    voice.redis.delete(voice.svc.queue.key)  # leave the delivery job aside: deliver() stood in for it
+    poll_until(lambda: scheduled.get_scheduled_time(job_id).timestamp() <= time.time())
+    with voice.app.app_context():  # a real worker, with rq's scheduler, in this process
+        SimpleWorker([voice.svc.queue], connection=voice.svc.redis).work(burst=True, with_scheduler=True)
     body = voice.read(vid)
     assert (body["status"], body["reason"]) == ("denied", "no_input")
+
+
+def poll_until(condition: Any, timeout: float = 10) -> None:
+    """Wait for a condition with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_pound_arriving_after_the_hang_up_still_approves(voice: Voice) -> None:
+    vid = voice.start()
+    voice.deliver(vid)
+    voice.answer(vid)
+    voice.status(vid, "completed", seq=3)
+    voice.press(vid, "", "#")
+    assert voice.read(vid)["status"] == "approved" and len(voice.audit()) == 1
 
 
 def test_completed_after_approval_changes_nothing(voice: Voice) -> None:
