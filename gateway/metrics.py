@@ -5,6 +5,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
@@ -57,7 +58,12 @@ class RedisCounters(Collector):
         self.svc = svc
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        counters = self.svc.store.counters()
+        try:
+            counters = self.svc.store.counters()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            # Without Redis the cluster counters are unknown; this process's figures still serve.
+            log.warning("metrics without cluster counters: %s", exc)
+            return
         families = {
             "started": ("gateway_verifications_started", "Verifications started", ["channel"]),
             "ended": ("gateway_verifications_ended", "Verifications ended", ["channel", "status", "reason"]),

@@ -1,18 +1,17 @@
 """Voice webhooks in-process against real Redis, signed with twilio's RequestValidator."""
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-
-from rq import SimpleWorker
-from rq.registry import ScheduledJobRegistry
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
+from rq import SimpleWorker
+from rq.registry import ScheduledJobRegistry
 from twilio.request_validator import RequestValidator
 from werkzeug.test import TestResponse
 
@@ -26,6 +25,8 @@ from ivr import outbound
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 
 MOBILE = "+48600100200"
+from tests.stack import poll
+
 CALL_SID = "CA" + "1" * 32
 OTHER_SID = "CA" + "2" * 32
 CODE = "402917"
@@ -422,19 +423,11 @@ def test_hanging_up_mid_menu_denies_no_input_after_a_grace(voice: Voice) -> None
     due = scheduled.get_scheduled_time(job_id).timestamp() - time.time()
     assert 0 < due <= voice.settings.call_hangup_grace
     voice.redis.delete(voice.svc.queue.key)  # leave the delivery job aside: deliver() stood in for it
-    poll_until(lambda: scheduled.get_scheduled_time(job_id).timestamp() <= time.time())
+    poll(lambda: scheduled.get_scheduled_time(job_id).timestamp() <= time.time(), what="the grace to pass")
     with voice.app.app_context():  # a real worker, with rq's scheduler, in this process
         SimpleWorker([voice.svc.queue], connection=voice.svc.redis).work(burst=True, with_scheduler=True)
     body = voice.read(vid)
     assert (body["status"], body["reason"]) == ("denied", "no_input")
-
-
-def poll_until(condition: Any, timeout: float = 10) -> None:
-    """Wait for a condition with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_a_pound_arriving_after_the_hang_up_still_approves(voice: Voice) -> None:

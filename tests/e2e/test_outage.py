@@ -68,6 +68,8 @@ def test_redis_down_means_503_then_recovery(outage_stack: tuple[Stack, PrivateRe
     assert stack.api("GET", f"/v1/verifications/{before['id']}").status_code == 503
     assert requests.get(stack.url + "/readyz", timeout=15).status_code == 503
     assert requests.get(stack.url + "/healthz", timeout=5).status_code == 200
+    metrics = requests.get(stack.url + "/metrics", timeout=15)  # this process's figures still serve
+    assert metrics.status_code == 200 and "gateway_request_seconds" in metrics.text
     assert stack.procs["worker"].poll() is None  # the worker rides out the outage
 
     server.start()  # an empty Redis on the same port
