@@ -15,6 +15,7 @@ import phonenumbers
 
 CHANNELS = ("sms", "sms_reply", "call", "totp")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+MIN_ADMIN_KEY = 16
 SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
 
 
@@ -32,6 +33,7 @@ class Settings:
 
     redis_url: str | None = None
     api_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
     port: int = 8000
     public_base_url: str = "http://localhost:8000"
     twilio_account_sid: str | None = None
@@ -147,6 +149,14 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(name, f"expected true or false, got {raw!r}")
 
 
+def _admin_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    keys = tuple(_list(env, "GATEWAY_ADMIN_KEYS"))
+    # An admin key can reset any user's methods: a guessable one is refused at start.
+    if any(len(key) < MIN_ADMIN_KEY for key in keys):
+        raise ConfigError("GATEWAY_ADMIN_KEYS", f"every admin key must be at least {MIN_ADMIN_KEY} characters")
+    return keys
+
+
 def _layered(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment laid over the optional TOML file named by CONFIG_FILE."""
     merged: dict[str, str] = {}
@@ -203,6 +213,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         redis_url=redis_url,
         api_keys=tuple(_list(env, "GATEWAY_API_KEYS")),
+        admin_keys=_admin_keys(env),
         port=port,
         public_base_url=_url("PUBLIC_BASE_URL", env.get("PUBLIC_BASE_URL") or f"http://localhost:{port}"),
         twilio_account_sid=sid,

@@ -43,6 +43,8 @@ def serve() -> int:
         env.setdefault("GATEWAY_SECRET_KEY", secrets.token_urlsafe(48))
     if not env.get("GATEWAY_API_KEYS"):
         env["GATEWAY_API_KEYS"] = "dev_" + secrets.token_urlsafe(24)
+    if not env.get("GATEWAY_ADMIN_KEYS"):
+        env["GATEWAY_ADMIN_KEYS"] = "admin_" + secrets.token_urlsafe(24)
     simulated = not (env.get("TWILIO_ACCOUNT_SID") and env.get("TWILIO_AUTH_TOKEN"))
     if simulated:
         env.update(
@@ -70,6 +72,7 @@ def serve() -> int:
     key = settings.api_keys[0]
     print(f"\nVerification gateway running at {base}", flush=True)
     print(f"API key: {key}")
+    print(f"Admin key (operators: audit, reports, console at {base}/console): {settings.admin_keys[0]}")
     if simulated:
         print(f"Developer phone (simulated handsets): {base}/dev/phone")
     print("Try:\n  curl -s -X POST " f"{base}/v1/verifications -H 'Authorization: Bearer {key}' "

@@ -1,30 +1,20 @@
 """The internal verify API (/v1): parse, one domain call, serialise."""
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from gateway import methods, verifications
-from gateway.errors import InvalidRequest, Unauthorized
+from gateway import methods, operators, verifications
+from gateway.auth import Scope, current_caller, guard, requires
+from gateway.errors import InvalidRequest
 from gateway.schemas import parse_code, parse_resend, parse_start
 from gateway.services import services
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
 
-@bp.before_request
-def require_api_key() -> None:
-    """Every /v1 request needs a configured key; compared in constant time."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    keys = services().settings.api_keys
-    ok = False
-    for key in keys:  # no early exit: the time taken does not say which key was close
-        ok |= scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), key.encode())
-    if not ok:
-        raise Unauthorized("A valid API key is required: Authorization: Bearer <key>.")
+guard(bp)  # every route declares its scope; one that declares none needs admin
 
 
 def _json_body(optional: bool = False) -> Any:
@@ -37,6 +27,7 @@ def _json_body(optional: bool = False) -> Any:
 
 
 @bp.post("/verifications")
+@requires(Scope.VERIFY)
 def start() -> tuple[Response, int, dict[str, str]]:
     """Start a verification."""
     key = request.headers.get("Idempotency-Key")
@@ -50,6 +41,7 @@ def start() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/verifications/<verification_id>")
+@requires(Scope.VERIFY)
 def read(verification_id: str) -> Response:
     """Read a verification; ?wait=N blocks until it leaves pending (N <= 30)."""
     raw = request.args.get("wait")
@@ -61,6 +53,7 @@ def read(verification_id: str) -> Response:
 
 
 @bp.post("/verifications/<verification_id>/check")
+@requires(Scope.VERIFY)
 def check(verification_id: str) -> Response:
     """Check a code."""
     verification, valid = verifications.check(services(), verification_id, parse_code(_json_body()))
@@ -68,12 +61,14 @@ def check(verification_id: str) -> Response:
 
 
 @bp.post("/verifications/<verification_id>/cancel")
+@requires(Scope.VERIFY)
 def cancel(verification_id: str) -> Response:
     """Cancel a pending verification."""
     return jsonify(verifications.cancel(services(), verification_id).to_json())
 
 
 @bp.post("/verifications/<verification_id>/resend")
+@requires(Scope.VERIFY)
 def resend(verification_id: str) -> Response:
     """Start a new attempt with a new code."""
     channel = parse_resend(_json_body(optional=True))
@@ -81,13 +76,16 @@ def resend(verification_id: str) -> Response:
 
 
 @bp.post("/users/<user_id>/totp")
+@requires(Scope.VERIFY)
 def enrol_totp(user_id: str) -> tuple[Response, int]:
     """Enrol an authenticator app; the secret is shown this once."""
     return jsonify(methods.enrol_totp(services(), user_id)), 201
 
 
 @bp.delete("/users/<user_id>")
+@requires(Scope.ADMIN)
 def reset_user(user_id: str) -> tuple[str, int]:
     """Remove every method kept for a user (the lost-phone reset)."""
-    methods.reset_user(services(), user_id)
+    removed = methods.reset_user(services(), user_id)
+    operators.record(services(), current_caller(), "reset_user", user_id, f"{removed} method(s) removed")
     return "", 204

@@ -40,6 +40,10 @@ class Unauthorized(GatewayError):
     code, http_status = "unauthorized", 401
 
 
+class Forbidden(GatewayError):
+    code, http_status = "forbidden", 403
+
+
 class DestinationBlocked(GatewayError):
     code, http_status = "destination_blocked", 403
 

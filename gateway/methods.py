@@ -84,10 +84,11 @@ def enrol_totp(svc: "Services", user_id: str) -> dict[str, str]:
     return {"otpauth_uri": uri, "secret": secret}
 
 
-def reset_user(svc: "Services", user_id: str) -> None:
-    """Remove every method the gateway keeps for a user."""
+def reset_user(svc: "Services", user_id: str) -> int:
+    """Remove every method the gateway keeps for a user; how many went."""
     removed = svc.store.reset_user(valid_user_id(user_id))
     log.info("reset user %s: %d method(s) removed", user_id, removed)
+    return removed
 
 
 def import_tokens(svc: "Services", tokens: list[oath.Token], replace: bool = False) -> int:

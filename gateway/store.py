@@ -15,6 +15,7 @@ from gateway.models import Attempt, AttemptStatus, Channel, Reason, Status, Veri
 from gateway.oath import Algorithm, Params, StoredToken, UserMethods
 
 AUDIT_STREAM = "gw:audit"
+ACTIONS_STREAM = "gw:actions"
 _LUA = Path(__file__).with_name("lua")
 
 
@@ -221,6 +222,18 @@ class Store:
     def count(self, name: str, label: str) -> None:
         """Add one to a cluster-wide counter."""
         self.redis.hincrby(f"gw:metrics:{name}", label, 1)
+
+    def record_action(self, fields: Mapping[str, str]) -> None:
+        """Append an operator's action to its stream, trimmed by age like the audit stream."""
+        minid = int(time.time() * 1000 - self.audit_retention_ms)
+        self.redis.xadd(ACTIONS_STREAM, dict(fields), minid=minid, approximate=True)
+
+    def actions(self, count: int) -> list[tuple[str, dict[str, str]]]:
+        """The newest operator actions, newest first (id, fields)."""
+        return [
+            (entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()})
+            for entry_id, fields in self.redis.xrevrange(ACTIONS_STREAM, count=count)
+        ]
 
     # -- users' own methods (authenticator apps, OATH tokens) ---------------------------
     def user_methods(self, user_id: str) -> UserMethods:

@@ -13,6 +13,7 @@ from gateway import create_app
 
 TEST_DB = int(os.environ.get("TEST_REDIS_DB", "9"))  # in-process tests; Stacks use others
 API_KEY = "test-api-key-0123456789"
+ADMIN_KEY = "test-admin-key-0123456789"
 ACCOUNT_SID = "AC" + "a" * 32
 AUTH_TOKEN = "simulator-auth-token"
 
@@ -28,6 +29,7 @@ def gateway_env(db: int, **overrides: str) -> dict[str, str]:
     env = {
         "REDIS_URL": f"{redis_base()}/{db}",
         "GATEWAY_API_KEYS": API_KEY,
+        "GATEWAY_ADMIN_KEYS": ADMIN_KEY,
         "GATEWAY_SECRET_KEY": "s" * 40,
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
@@ -67,4 +69,12 @@ def client(app):  # type: ignore[no-untyped-def]
     """A test client that sends the API key."""
     test_client = app.test_client()
     test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+    return test_client
+
+
+@pytest.fixture
+def admin(app):  # type: ignore[no-untyped-def]
+    """A test client that sends the admin key."""
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {ADMIN_KEY}"
     return test_client

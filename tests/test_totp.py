@@ -98,9 +98,9 @@ def test_issuer_is_the_organisation_name(settings, redis_db) -> None:  # type: i
 
 
 @pytest.mark.parametrize("user", ["bad user", "x" * 129, "semi;colon"])
-def test_bad_user_ids_are_refused(client, redis_db, user) -> None:
+def test_bad_user_ids_are_refused(client, admin, redis_db, user) -> None:
     assert client.post(f"/v1/users/{user}/totp").get_json()["error"]["code"] == "invalid_request"
-    assert client.delete(f"/v1/users/{user}").status_code == 400
+    assert admin.delete(f"/v1/users/{user}").status_code == 400
     assert not redis_db.keys("gw:user:*")
 
 
@@ -164,25 +164,25 @@ def test_re_enrolling_replaces_the_secret(client) -> None:
     assert check(client, vid, new.at(now))["valid"] is True
 
 
-def test_reset_removes_every_method(app, client, redis_db) -> None:
+def test_reset_removes_every_method(app, client, admin, redis_db) -> None:
     enrol(client, "hank")
     svc: Services = app.extensions["gateway"]
     token = oath.Token("RST-1", pyotp.random_base32(), oath.Params(), "hank", "test")
     assert methods.import_tokens(svc, [token]) == 1
     assert methods.totp_enrolled(svc, "hank")
-    r = client.delete("/v1/users/hank")
+    r = admin.delete("/v1/users/hank")
     assert r.status_code == 204 and r.data == b""
     assert not redis_db.exists("gw:user:hank")
     assert redis_db.hget("gw:token:RST-1", "user") == b""  # kept, unassigned: it can be issued again
     r = start_totp(client, "hank")
     assert r.status_code == 400 and r.get_json()["error"]["code"] == "totp_not_enrolled"
-    assert client.delete("/v1/users/nobody-at-all").status_code == 204
+    assert admin.delete("/v1/users/nobody-at-all").status_code == 204
 
 
-def test_reset_makes_a_pending_totp_verification_unanswerable(client) -> None:
+def test_reset_makes_a_pending_totp_verification_unanswerable(client, admin) -> None:
     totp = enrol(client, "ivan")
     vid = start_totp(client, "ivan").get_json()["id"]
-    assert client.delete("/v1/users/ivan").status_code == 204
+    assert admin.delete("/v1/users/ivan").status_code == 204
     assert check(client, vid, totp.at(settle_step()))["valid"] is False
 
 

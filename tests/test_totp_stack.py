@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pyotp
 import pytest
 
+from tests.conftest import ADMIN_KEY
 from tests.stack import ROOT, Stack, poll
 
 DB = 7
@@ -50,7 +51,8 @@ def test_app_code_approves_once_across_processes(stack: Stack) -> None:
     second = totp_start(stack, "olga")
     body = stack.check(second["id"], code)
     assert body["valid"] is False and body["status"] == "pending" and body["remaining_attempts"] == 4
-    assert stack.api("DELETE", "/v1/users/olga").status_code == 204
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert stack.api("DELETE", "/v1/users/olga", headers=admin).status_code == 204
     r = stack.api("POST", "/v1/verifications", {"to": MOBILE, "channel": "totp", "user_id": "olga"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "totp_not_enrolled"
 

@@ -29,6 +29,11 @@ def test_python_m_gateway_runs_everything_with_nothing_configured(tmp_path: Path
         assert f"{base}/dev/phone" in log.read_text() and "curl" in log.read_text()
         poll(lambda: requests.get(f"{base}/readyz", timeout=2).status_code == 200, 20, what="ready")
         auth = {"Authorization": f"Bearer {key}"}
+        admin_key = re.search(r"Admin key \(.*\): (\S+)", log.read_text())
+        assert admin_key, log.read_text()
+        admin = {"Authorization": f"Bearer {admin_key.group(1)}"}
+        assert requests.delete(f"{base}/v1/users/anna", headers=auth, timeout=10).status_code == 403
+        assert requests.delete(f"{base}/v1/users/anna", headers=admin, timeout=10).status_code == 204
         v = requests.post(f"{base}/v1/verifications", json={"to": "+48600100200", "channel": "sms"},
                           headers=auth, timeout=10).json()
         page = requests.get(f"{base}/dev/phone", timeout=5)
