@@ -11,27 +11,64 @@ from gateway import i18n
 SECTION = "voice"
 # Seconds Twilio waits for a key after the prompt (and between keys).
 KEY_TIMEOUT = 6
-FINISH_KEY = "#"
+# The original product's keys: # approves, 0 then # reports fraud; 1 hears the code again.
+APPROVE_KEY = "#"
+FRAUD_KEY = "0"
 REPEAT_CODE = "1"
+DTMF = frozenset("0123456789*#")
+
+# How the confirm menu reads keys under Twilio's documented <Gather> rules.
+#
+# 1. A finish key never reaches us as a choice. twilio.com/docs/api/twiml/gather ("action"): when
+#    "the caller enters the finishOnKey value before entering any other digits", Twilio does not
+#    request the action URL (with actionOnEmptyResult it requests it as an empty result, which no
+#    documented field tells apart from silence; ../shared/reference/twilio-wire.md §7). So every
+#    Gather here has finishOnKey="" and # arrives in Digits like any other key.
+# 2. # approves the moment it is pressed, so a menu Gather ends on its first key (numDigits="1");
+#    with more digits it would wait its timeout after a lone #. A Gather cannot end on # alone but
+#    keep listening after 0, so "0 then #" is two Gathers: the menu reads 0, and the answer to that
+#    action is a second, one-key Gather in which # reports fraud (Step.FRAUD).
+# 3. "0#" typed in one go: the # may be pressed while Twilio requests the action for the 0, when
+#    no Gather listens. Twilio documents no buffering of such keys, and its troubleshooting article
+#    (support.twilio.com/hc/en-us/articles/223180068, "User Behavior") says keys pressed before a
+#    <Gather> begins are missed. The design holds either way: the 0 action changes no state and
+#    answers at once with the fraud Gather, whose prompt is nested (the nested-verb barge-in of the
+#    <Gather> reference: a key stops it), so a # that Twilio did keep is read immediately, and one it
+#    dropped is asked for again ("to report fraud, press the pound key") instead of being lost.
+#    A # at that step reports fraud, never approves: the step travels in the signed action URL.
+# 4. Silence and wrong keys repeat the menu (the round travels in the action URL, so a retried
+#    post never counts twice) and the last round ends in no_input; a hang-up never approves.
+
+
+class Step(str, Enum):
+    """Which Gather of a menu round the caller answered."""
+
+    MENU = "menu"
+    FRAUD = "fraud"  # the caller pressed 0: # now reports fraud
 
 
 class Choice(str, Enum):
     """What a caller did at the confirm menu."""
 
     APPROVE = "approve"
+    FRAUD_STARTED = "fraud_started"
     FRAUD = "fraud"
     SILENCE = "silence"
     OTHER = "other"
+    BAD = "bad"  # not something our one-key Gathers can post
 
 
-def choice(digits: str, finished_on_key: str) -> Choice:
-    """Read a menu Gather: "#" approves, "0#" reports fraud (the original product's keys)."""
-    if finished_on_key == FINISH_KEY:
-        if digits == "":
-            return Choice.APPROVE
-        if digits == "0":
-            return Choice.FRAUD
-    return Choice.SILENCE if digits == "" and finished_on_key == "" else Choice.OTHER
+def choice(step: Step, digits: str) -> Choice:
+    """Read one menu Gather's Digits (never FinishedOnKey: see the notes above)."""
+    if digits == "":
+        return Choice.SILENCE
+    if len(digits) != 1 or digits not in DTMF:
+        return Choice.BAD
+    if digits == APPROVE_KEY:
+        return Choice.APPROVE if step is Step.MENU else Choice.FRAUD
+    if digits == FRAUD_KEY and step is Step.MENU:
+        return Choice.FRAUD_STARTED
+    return Choice.OTHER
 
 
 @dataclass(frozen=True)
@@ -57,19 +94,26 @@ def spelled(code: str) -> str:
     return ", ".join(code)
 
 
+def _one_key(parent: VoiceResponse, action: str, on_silence: bool) -> Gather:
+    """A Gather that ends on the caller's first key, # included (finishOnKey="", numDigits=1)."""
+    return parent.gather(input="dtmf", action=action, method="POST", timeout=KEY_TIMEOUT, num_digits=1,
+                         finish_on_key="", action_on_empty_result=on_silence or None)
+
+
 def menu(locale: str, org: str, action: str, retry: bool = False) -> VoiceResponse:
-    """The confirm menu: # approves, 0# reports fraud; silence or a lone key still posts to action."""
+    """The confirm menu: one key; # approves, 0 leads to the fraud step; silence posts too."""
     speaker = Speaker.of(locale)
     response = VoiceResponse()
     if retry:
         speaker.say(response, "invalid")
-    # finishOnKey stays "#": a lone # arrives as Digits="" with FinishedOnKey="#", and
-    # actionOnEmptyResult makes silence post too, so the gateway decides every outcome itself.
-    gather = response.gather(
-        input="dtmf", action=action, method="POST", timeout=KEY_TIMEOUT, finish_on_key=FINISH_KEY,
-        action_on_empty_result=True,
-    )
-    speaker.say(gather, "menu", org=org)
+    speaker.say(_one_key(response, action, on_silence=True), "menu", org=org)
+    return response
+
+
+def fraud_step(locale: str, action: str) -> VoiceResponse:
+    """After 0: one more key, # reports fraud (its prompt is nested, so an early # cuts it short)."""
+    response = VoiceResponse()
+    Speaker.of(locale).say(_one_key(response, action, on_silence=True), "fraud_confirm")
     return response
 
 
@@ -80,8 +124,8 @@ def read_code(locale: str, org: str, code: str, action: str, first: bool = True,
     response = VoiceResponse()
     parent: VoiceResponse | Gather = response
     if offer_repeat:
-        parent = response.gather(input="dtmf", action=action, method="POST", timeout=KEY_TIMEOUT, num_digits=1,
-                                 finish_on_key="")
+        # Same rules as the menu: one key read from Digits; silence falls through to the goodbye.
+        parent = _one_key(response, action, on_silence=False)
     speaker.say(parent, "code" if first else "code_again", org=org, digits=spelled(code))
     parent.pause(length=1)
     speaker.say(parent, "code_again", digits=spelled(code))

@@ -73,10 +73,11 @@ def _is_this_call(v: Verification, attempt: int, sid: str) -> bool:
     return bool(sid) and _is_current_call(v, attempt) and v.attempt.sid == sid
 
 
-def _gather_url(v: Verification, attempt: int, turn: int) -> str:
-    # The menu round travels in the signed action URL, so a repeated or retried Gather
-    # post gets the same answer and never counts twice.
-    return public_url("ivr.gather", verification_id=v.id, attempt=attempt, round=turn)
+def _gather_url(v: Verification, attempt: int, turn: int, step: flows.Step = flows.Step.MENU) -> str:
+    # The menu round and step travel in the signed action URL, so a repeated or retried Gather
+    # post gets the same answer and never counts twice, and a # means what its step says.
+    extra = {} if step is flows.Step.MENU else {"step": step.value}
+    return public_url("ivr.gather", verification_id=v.id, attempt=attempt, round=turn, **extra)
 
 
 @bp.post("/<verification_id>/<int:attempt>/answer")
@@ -108,7 +109,7 @@ def answer(verification_id: str, attempt: int) -> Response:
 @bp.post("/<verification_id>/<int:attempt>/gather")
 @twilio_signed
 def gather(verification_id: str, attempt: int) -> Response:
-    """Keys from a Gather: # approves, 0# reports fraud, anything else repeats, then no_input."""
+    """A key from a Gather: # approves, 0 then # reports fraud, anything else repeats, then no_input."""
     svc = services()
     v = _load(svc, verification_id)
     if v is None or not _is_this_call(v, attempt, request.form.get("CallSid", "")):
@@ -117,7 +118,12 @@ def gather(verification_id: str, attempt: int) -> Response:
     digits = request.form.get("Digits", "")
     if v.ivr_mode == "code":
         return twiml(_code_keys(svc, v, attempt, turn, digits))
-    return twiml(_menu_keys(svc, v, attempt, turn, flows.choice(digits, request.form.get("FinishedOnKey", ""))))
+    try:
+        step = flows.Step(request.args.get("step", flows.Step.MENU.value))
+    except ValueError:
+        step = None
+    picked = flows.choice(step, digits) if step is not None else flows.Choice.BAD
+    return twiml(_menu_keys(svc, v, attempt, turn, picked))
 
 
 def _code_keys(svc: Services, v: Verification, attempt: int, turn: int, digits: str) -> VoiceResponse:
@@ -140,6 +146,11 @@ def _menu_keys(svc: Services, v: Verification, attempt: int, turn: int, picked: 
         outcome = verifications.report_fraud(svc, v.id, attempt)
     elif not v.pending:
         return flows.farewell(v.locale, closing(v))
+    elif picked is flows.Choice.BAD:
+        # Digits no one-key Gather of ours can post: change nothing, say goodbye, hang up.
+        return flows.farewell(v.locale, "goodbye")
+    elif picked is flows.Choice.FRAUD_STARTED:
+        return flows.fraud_step(v.locale, _gather_url(v, attempt, turn, flows.Step.FRAUD))
     elif turn >= svc.settings.call_menu_tries:
         outcome = verifications.end(svc, v.id, attempt, Status.DENIED, Reason.NO_INPUT)
     else:

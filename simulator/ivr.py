@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import urljoin
 
 from .models import CallRecord, iso, utcnow
-from .twiml import (VOICE_CONTENT_TYPES, Gather, Hangup, Pause, Play, Redirect, Reject, Say, TwimlError,
+from .twiml import (DTMF_KEYS, VOICE_CONTENT_TYPES, Gather, Hangup, Pause, Play, Redirect, Reject, Say, TwimlError,
                     Unsupported, Verb, media_type, parse_voice)
 from .validation import is_valid_url
 from .webhooks import WebhookResult
@@ -174,22 +174,23 @@ class IvrSession:
         self._log("unsupported", verb=verb.verb, attributes=verb.attributes)
         return CONTINUE
 
-    def _prompt(self, verb: Say | Play | Pause | Unsupported, barge_in: bool) -> None:
+    def _prompt(self, verb: Say | Play | Pause | Unsupported, barge_in: bool, interrupted: bool = False) -> None:
         """Speak/play/pause: add to the transcript and to the simulated call time (no real sleeping)."""
+        marks = {"interrupted": True} if interrupted else {}
         if isinstance(verb, Unsupported):
             self._log("unsupported", verb=verb.verb, attributes=verb.attributes)
             return
         if isinstance(verb, Pause):
-            self._log("pause", length=verb.length)
+            self._log("pause", length=verb.length, **marks)
             self.call.sim_seconds += verb.length
             return
         repeats = verb.loop if verb.loop > 0 else (1 if barge_in else LOOP_FOREVER_CAP)
-        for _ in range(repeats):
+        for _ in range(1 if interrupted else repeats):
             if isinstance(verb, Say):
-                self._log("say", text=verb.text, voice=verb.voice, language=verb.language)
+                self._log("say", text=verb.text, voice=verb.voice, language=verb.language, **marks)
                 self.call.sim_seconds += max(1.0, len(verb.text.split()) / 2.5)
             else:
-                self._log("play", url=verb.url, digits=verb.digits)
+                self._log("play", url=verb.url, digits=verb.digits, **marks)
                 self.call.sim_seconds += 3.0
 
     @staticmethod
@@ -201,16 +202,33 @@ class IvrSession:
         return resolved if is_valid_url(resolved) else None
 
     def _gather(self, gather: Gather, doc_url: str | None) -> Step:
-        """Twilio's <Gather>: prompts, collect DTMF, then request the action or fall through."""
-        has_input = self._has_pending_input()
-        for prompt in gather.prompts:
-            self._prompt(prompt, barge_in=has_input)
-        if self.stopped():
-            return END
-        collected = self._collect(gather)
+        """Twilio's <Gather>: nested prompts (a key stops them), collect DTMF, then request the action or fall through.
+
+        Keys count only while a Gather listens, from its first nested prompt to its end; keys pressed
+        before it (during a top-level <Say>, or while Twilio waits for the previous action's answer)
+        and keys left over when it ends are lost. Twilio documents no buffering between verbs, and
+        its Gather troubleshooting article (support.twilio.com/hc/en-us/articles/223180068, "User
+        Behavior") warns that keys pressed before the <Gather> begins are missed: the stricter reading.
+        """
+        call = self.call
+        with self.state.lock:
+            call.listening = gather.accepts_dtmf and call.mode not in ("voicemail", "silent")
+        try:
+            self._nested_prompts(gather)
+            if self.stopped():
+                return END
+            collected = self._collect(gather)
+        finally:
+            with self.state.lock:
+                call.listening = False
+                call.unheard.extend(call.keybuf)
+                call.keybuf.clear()
         if collected is None:
             return self._take_redirect() or END
         digits, finished_on_key, ended_by = collected
+        # twilio.com/docs/api/twiml/gather, "action": a finishOnKey pressed before any other digit is
+        # no input, like a timeout; no documented field tells the two apart, so none does here.
+        finished_on_key = finished_on_key if digits else ""
         submit = bool(digits) or gather.action_on_empty_result
         action = self._resolve(doc_url, gather.action) if submit else None
         entry = {"digits": digits, "finished_on_key": finished_on_key, "ended_by": ended_by,
@@ -218,20 +236,33 @@ class IvrSession:
                  "num_digits": gather.num_digits, "finish_on_key": gather.finish_on_key,
                  "timeout": gather.timeout, "input": gather.input}
         with self.state.lock:
-            self.call.gathers.append(entry)
+            call.gathers.append(entry)
         self._log("gather", **entry)
         if not submit:
-            return CONTINUE
+            return CONTINUE  # no input: Twilio goes on with the verb after the <Gather>
         if action is None:
             return self._error(11100, f"Invalid URL format for <Gather action>: {gather.action!r}", doc_url)
         return self._fetch(action, gather.method, [("Digits", digits), ("FinishedOnKey", finished_on_key)])
 
-    def _has_pending_input(self) -> bool:
-        """True when the caller already has keys to press (scripted entry or buffered presses)."""
+    def _nested_prompts(self, gather: Gather) -> None:
+        """Play the Gather's nested verbs; a key pressed during them stops the rest (barge-in)."""
+        barge_in = self._barges_in(gather)
+        for prompt in gather.prompts:
+            self._prompt(prompt, barge_in=barge_in, interrupted=barge_in)
+            if barge_in:
+                # "After the first digit is received the audio will stop playing"
+                # (twilio.com/docs/api/twiml/gather, nesting): the remaining nested verbs are skipped.
+                return
+
+    def _barges_in(self, gather: Gather) -> bool:
+        """True when the caller presses a key while the Gather's prompt is still playing."""
+        if not gather.accepts_dtmf:
+            return False
         with self.state.lock:
             if self.call.keybuf:
                 return True
-            return self.call.mode == "answer" and bool(self.call.script) and bool(self.call.script[0])
+            script = self.call.script
+            return self.call.mode == "answer" and self.call.barge_in and bool(script) and bool(script[0])
 
     def _collect(self, gather: Gather) -> tuple[str, str, str] | None:
         """Read keys for one Gather; (digits, FinishedOnKey, ended_by) or None if the call stopped."""
@@ -253,13 +284,15 @@ class IvrSession:
         with self.state.lock:
             entry = call.script.pop(0) if call.mode == "answer" and call.script else None
         if entry is not None:
-            for key in entry:
-                if key in "0123456789*#":
+            keys = [key for key in entry if key in DTMF_KEYS]
+            with self.state.lock:
+                call.pressed.extend(keys)
+            for index, key in enumerate(keys):
+                ended = feed(key)
+                if ended:
                     with self.state.lock:
-                        call.pressed.append(key)
-                    ended = feed(key)
-                    if ended:
-                        return "".join(digits), key if ended == "finish_key" else "", ended
+                        call.unheard.extend(keys[index + 1:])  # pressed after the Gather ended
+                    return "".join(digits), key if ended == "finish_key" else "", ended
             call.sim_seconds += gather.timeout
             return "".join(digits), "", "timeout"
         wait_s = gather.timeout if call.mode == "interactive" else 0.0

@@ -56,6 +56,7 @@ class Behaviour:
     reorder_callbacks: bool = False
     call: str = "auto"
     keys: list[str] = field(default_factory=list)
+    barge_in: bool = False
     ring_ms: int | None = None
 
     def validate(self) -> None:
@@ -87,7 +88,7 @@ class Behaviour:
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "sms": (str,), "sms_error_code": (int, type(None)), "sms_http_status": (int, type(None)),
     "sms_reply": (str, type(None)), "sms_reply_delay_ms": (int,), "callback_delay_ms": (int, type(None)),
-    "duplicate_callbacks": (bool,), "reorder_callbacks": (bool,), "call": (str,), "keys": (list,),
+    "duplicate_callbacks": (bool,), "reorder_callbacks": (bool,), "call": (str,), "keys": (list,), "barge_in": (bool,),
     "ring_ms": (int, type(None)),
 }
 
@@ -206,6 +207,7 @@ class CallRecord:
     script: list[str]
     ring_ms: int
     duplicate_callbacks: bool = False
+    barge_in: bool = False
     status: str = "queued"
     answered_by: str | None = None
     date_created: datetime = field(default_factory=utcnow)
@@ -220,6 +222,8 @@ class CallRecord:
     errors: list[dict[str, Any]] = field(default_factory=list)
     keybuf: list[str] = field(default_factory=list)
     pressed: list[str] = field(default_factory=list)
+    unheard: list[str] = field(default_factory=list)
+    listening: bool = False
     end_requested: str | None = None
     redirect: tuple[str | None, str, str | None] | None = None
     waiting_for_keys: bool = False

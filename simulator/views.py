@@ -31,6 +31,7 @@ def call_view(call: CallRecord) -> dict[str, Any]:
         "events": list(call.events), "transcript": [dict(e) for e in call.transcript], "said": said,
         "gathers": [dict(gather) for gather in call.gathers],
         "digits": [gather["digits"] for gather in call.gathers], "pressed": "".join(call.pressed),
+        "unheard": "".join(call.unheard), "listening": call.listening,
         "script_left": list(call.script), "waiting_for_keys": call.waiting_for_keys,
         "gather": dict(call.gather_state) if call.gather_state else None,
         "errors": [dict(e) for e in call.errors], "sequence": call.sequence,

@@ -45,7 +45,7 @@ class VoiceEngine:
             async_amd_callback_method=req.async_amd_callback_method, send_digits=req.send_digits,
             mode=behaviour.call_mode(), script=list(behaviour.keys),
             ring_ms=behaviour.ring_ms if behaviour.ring_ms is not None else self.config.ring_ms,
-            duplicate_callbacks=behaviour.duplicate_callbacks)
+            duplicate_callbacks=behaviour.duplicate_callbacks, barge_in=behaviour.barge_in)
         with self.state.lock:
             self.state.calls[call.sid] = call
             self.state.touch(req.to).calls.append(call.sid)
@@ -204,15 +204,16 @@ class VoiceEngine:
         return None
 
     def press(self, number: str, keys: str) -> CallRecord:
-        """Press DTMF keys on the handset's answered call (buffered until a Gather reads them)."""
+        """Press DTMF keys on the handset's answered call; only a listening Gather hears them."""
         if not keys or any(k not in DTMF_KEYS for k in keys):
             raise ValueError("keys must be a non-empty string of 0-9, * and #")
         with self.state.cond:
             call = self.active_call(number)
             if call is None or call.status != "in-progress":
                 raise CallStateError(f"{number} has no answered call")
-            call.keybuf.extend(keys)
             call.pressed.extend(keys)
+            # Only a listening <Gather> hears keys; others are lost (see IvrSession._gather).
+            (call.keybuf if call.listening else call.unheard).extend(keys)
             self.state.cond.notify_all()
             return call
 

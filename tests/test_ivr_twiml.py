@@ -31,9 +31,10 @@ def test_menu_greets_with_the_organisation_and_gathers_every_outcome() -> None:
     assert [child.tag for child in root] == ["Gather"]
     gather = root[0]
     assert gather.get("action") == ACTION and gather.get("method") == "POST"
-    # '#' must finish the Gather (a lone '#' posts FinishedOnKey=#) and silence must post too.
-    assert gather.get("finishOnKey") == "#" and gather.get("actionOnEmptyResult") == "true"
-    assert gather.get("numDigits") is None and gather.get("input") == "dtmf"
+    # '#' must arrive as a digit (a finish key before any digit is no input) and end the Gather at
+    # once (one key); silence must post too.
+    assert gather.get("finishOnKey") == "" and gather.get("actionOnEmptyResult") == "true"
+    assert gather.get("numDigits") == "1" and gather.get("input") == "dtmf"
     assert int(gather.get("timeout", "0")) >= 3
     (prompt,) = says(gather)
     assert "Acme Bank" in prompt.text and "pound key" in prompt.text and "zero" in prompt.text
@@ -86,20 +87,38 @@ def test_a_machine_hears_nothing() -> None:
     assert [child.tag for child in root] == ["Hangup"] and not says(root)
 
 
+def test_the_fraud_step_asks_for_one_key_with_its_prompt_nested() -> None:
+    root = parse(flows.fraud_step("pl", ACTION))
+    assert [child.tag for child in root] == ["Gather"]
+    gather = root[0]
+    assert (gather.get("numDigits"), gather.get("finishOnKey"), gather.get("actionOnEmptyResult")) == ("1", "", "true")
+    (prompt,) = says(gather)
+    assert prompt.text == i18n.text("pl", "voice", "fraud_confirm") and "krzyżyk" in prompt.text
+
+
+M, F = flows.Step.MENU, flows.Step.FRAUD
+
+
 @pytest.mark.parametrize(
-    "digits, finished, expected",
+    "step, digits, expected",
     [
-        ("", "#", flows.Choice.APPROVE),
-        ("0", "#", flows.Choice.FRAUD),
-        ("", "", flows.Choice.SILENCE),
-        ("0", "", flows.Choice.OTHER),  # 0 without # is not yet a report
-        ("5", "", flows.Choice.OTHER),
-        ("12", "#", flows.Choice.OTHER),
-        ("00", "#", flows.Choice.OTHER),
+        (M, "#", flows.Choice.APPROVE),
+        (M, "0", flows.Choice.FRAUD_STARTED),
+        (F, "#", flows.Choice.FRAUD),  # 0 then #
+        (M, "", flows.Choice.SILENCE),
+        (F, "", flows.Choice.SILENCE),
+        (M, "5", flows.Choice.OTHER),
+        (M, "*", flows.Choice.OTHER),
+        (F, "0", flows.Choice.OTHER),
+        (F, "1", flows.Choice.OTHER),
+        (M, "0#", flows.Choice.BAD),  # a one-key Gather cannot post two keys
+        (M, "##", flows.Choice.BAD),
+        (F, "12", flows.Choice.BAD),
+        (M, "a", flows.Choice.BAD),
     ],
 )
-def test_menu_keys(digits: str, finished: str, expected: flows.Choice) -> None:
-    assert flows.choice(digits, finished) is expected
+def test_menu_keys(step: flows.Step, digits: str, expected: flows.Choice) -> None:
+    assert flows.choice(step, digits) is expected
 
 
 def test_every_locale_has_every_voice_text() -> None:

@@ -71,11 +71,18 @@ class Voice:
         """The call's Url request on answer."""
         return self.post(f"/webhooks/twilio/voice/{vid}/{attempt}/answer", voice_params(**params))
 
-    def press(self, vid: str, digits: str, finished: str, turn: int = 1, attempt: int = 1,
-              sid: str = CALL_SID) -> TestResponse:
-        """A Gather action with the keys the caller pressed."""
-        params = voice_params(sid, Digits=digits, FinishedOnKey=finished)
-        return self.post(f"/webhooks/twilio/voice/{vid}/{attempt}/gather?round={turn}", params)
+    def press(self, vid: str, digits: str, turn: int = 1, attempt: int = 1, sid: str = CALL_SID,
+              step: str | None = None) -> TestResponse:
+        """A Gather action as Twilio posts it for our one-key Gathers (finishOnKey="": never a FinishedOnKey)."""
+        params = voice_params(sid, Digits=digits, FinishedOnKey="")
+        query = f"round={turn}" + (f"&step={step}" if step else "")
+        return self.post(f"/webhooks/twilio/voice/{vid}/{attempt}/gather?{query}", params)
+
+    def report_fraud(self, vid: str, turn: int = 1) -> TestResponse:
+        """0, then # in the fraud step the answer to the 0 opened."""
+        step = twiml_of(self.press(vid, "0", turn=turn)).find("Gather")
+        assert step is not None and step.get("action", "").endswith(f"round={turn}&step=fraud")
+        return self.press(vid, "#", turn=turn, step="fraud")
 
     def status(self, vid: str, status: str, attempt: int = 1, sid: str = CALL_SID, seq: int = 0) -> TestResponse:
         """A call-progress status callback."""
@@ -192,10 +199,10 @@ def test_pound_approves_once_and_a_repeat_changes_nothing(voice: Voice) -> None:
     vid = voice.start()
     voice.deliver(vid)
     voice.answer(vid)
-    root = twiml_of(voice.press(vid, "", "#"))
+    root = twiml_of(voice.press(vid, "#"))
     assert said(root) == text("approved") and root.find("Hangup") is not None
     assert voice.read(vid)["status"] == "approved"
-    again = twiml_of(voice.press(vid, "", "#"))  # Twilio retried the same post
+    again = twiml_of(voice.press(vid, "#"))  # Twilio retried the same post
     assert said(again) == text("approved")
     assert [record["status"] for record in voice.audit()] == ["approved"]
 
@@ -204,7 +211,7 @@ def test_zero_pound_reports_fraud_and_blocks_the_number(voice: Voice) -> None:
     vid = voice.start(user_id="alice")
     voice.deliver(vid)
     voice.answer(vid)
-    root = twiml_of(voice.press(vid, "0", "#"))
+    root = twiml_of(voice.report_fraud(vid))
     assert said(root) == text("fraud") and root.find("Hangup") is not None
     body = voice.read(vid)
     assert (body["status"], body["reason"]) == ("denied", "fraud_reported")
@@ -219,10 +226,79 @@ def test_a_repeated_fraud_report_restores_a_lost_block(voice: Voice) -> None:
     vid = voice.start()
     voice.deliver(vid)
     voice.answer(vid)
-    voice.press(vid, "0", "#")
+    voice.report_fraud(vid)
     voice.redis.delete(f"gw:block:{MOBILE}")  # as if the process died between the two writes
-    assert said(twiml_of(voice.press(vid, "0", "#"))) == text("fraud")
+    assert said(twiml_of(voice.press(vid, "#", step="fraud"))) == text("fraud")
     assert voice.redis.exists(f"gw:block:{MOBILE}") and len(voice.audit()) == 1
+
+
+def test_zero_alone_changes_nothing_and_asks_for_the_pound_key(voice: Voice) -> None:
+    vid = voice.start()
+    voice.deliver(vid)
+    voice.answer(vid)
+    before = voice.stored(vid)
+    root = twiml_of(voice.press(vid, "0"))
+    assert [child.tag for child in root] == ["Gather"]
+    gather = root[0]
+    assert (gather.get("numDigits"), gather.get("finishOnKey"), gather.get("actionOnEmptyResult")) == ("1", "", "true")
+    assert gather.get("action", "").endswith("?round=1&step=fraud")
+    assert [say.text for say in gather.iter("Say")] == [text("fraud_confirm")]  # nested: an early # cuts it
+    assert voice.stored(vid) == before
+
+
+def test_pound_in_the_fraud_step_reports_fraud_and_never_approves(voice: Voice) -> None:
+    vid = voice.start()
+    voice.deliver(vid)
+    voice.answer(vid)
+    voice.press(vid, "0")
+    twiml_of(voice.press(vid, "#", step="fraud"))
+    body = voice.read(vid)
+    assert (body["status"], body["reason"]) == ("denied", "fraud_reported")
+    assert said(twiml_of(voice.press(vid, "#"))) == text("fraud")  # a late # of the menu changes nothing
+    assert voice.read(vid)["status"] == "denied" and len(voice.audit()) == 1
+
+
+@pytest.mark.parametrize("digits, retry", [("", False), ("5", True), ("0", True)])
+def test_no_pound_in_the_fraud_step_repeats_the_menu_then_denies_no_input(voice: Voice, digits: str,
+                                                                         retry: bool) -> None:
+    vid = voice.start()
+    voice.deliver(vid)
+    voice.answer(vid)
+    voice.press(vid, "0")
+    root = twiml_of(voice.press(vid, digits, step="fraud"))
+    assert [child.tag for child in root] == (["Say", "Gather"] if retry else ["Gather"])
+    assert root.find("Gather").get("action", "").endswith("?round=2")  # type: ignore[union-attr]
+    assert voice.read(vid)["status"] == "pending"
+    last = voice.settings.call_menu_tries
+    voice.press(vid, "0", turn=last)
+    root = twiml_of(voice.press(vid, digits, turn=last, step="fraud"))
+    assert said(root) == text("no_input") and root.find("Hangup") is not None
+    assert voice.read(vid)["reason"] == "no_input"
+
+
+def test_a_finish_key_posted_as_empty_digits_is_silence_not_approval(voice: Voice) -> None:
+    # The old menu read Digits="" + FinishedOnKey="#" as approval; Twilio documents that as no input.
+    vid = voice.start()
+    voice.deliver(vid)
+    voice.answer(vid)
+    params = voice_params(Digits="", FinishedOnKey="#")
+    root = twiml_of(voice.post(f"/webhooks/twilio/voice/{vid}/1/gather?round=1", params))
+    assert [child.tag for child in root] == ["Gather"] and voice.read(vid)["status"] == "pending"
+
+
+@pytest.mark.parametrize("query, digits", [
+    ("round=1", "0#"), ("round=1", "##"), ("round=1", "12"), ("round=1", "x"), ("round=1", "#0"),
+    ("round=1&step=fraud", "0#"), ("round=1&step=bogus", "#"),
+])
+def test_bad_input_changes_nothing_and_hangs_up(voice: Voice, query: str, digits: str) -> None:
+    vid = voice.start()
+    voice.deliver(vid)
+    voice.answer(vid)
+    before = voice.stored(vid)
+    params = voice_params(Digits=digits, FinishedOnKey="")
+    root = twiml_of(voice.post(f"/webhooks/twilio/voice/{vid}/1/gather?{query}", params))
+    assert [child.tag for child in root] == ["Say", "Hangup"] and said(root) == text("goodbye")
+    assert voice.stored(vid) == before
 
 
 def test_silence_repeats_the_menu_then_denies_no_input(voice: Voice) -> None:
@@ -231,11 +307,11 @@ def test_silence_repeats_the_menu_then_denies_no_input(voice: Voice) -> None:
     voice.answer(vid)
     tries = voice.settings.call_menu_tries
     for turn in range(1, tries):
-        root = twiml_of(voice.press(vid, "", "", turn=turn))
+        root = twiml_of(voice.press(vid, "", turn=turn))
         assert [child.tag for child in root] == ["Gather"]  # silence is not scolded as a wrong key
         assert root[0].get("action", "").endswith(f"?round={turn + 1}")
         assert voice.read(vid)["status"] == "pending"
-    root = twiml_of(voice.press(vid, "", "", turn=tries))
+    root = twiml_of(voice.press(vid, "", turn=tries))
     assert said(root) == text("no_input") and root.find("Gather") is None and root.find("Hangup") is not None
     body = voice.read(vid)
     assert (body["status"], body["reason"]) == ("denied", "no_input")
@@ -245,10 +321,10 @@ def test_a_wrong_key_repeats_the_menu_and_pound_then_approves(voice: Voice) -> N
     vid = voice.start()
     voice.deliver(vid)
     voice.answer(vid)
-    root = twiml_of(voice.press(vid, "5", ""))
+    root = twiml_of(voice.press(vid, "5"))
     assert [child.tag for child in root] == ["Say", "Gather"] and root[0].text == text("invalid")
     assert root[1].get("action", "").endswith("round=2")
-    twiml_of(voice.press(vid, "", "#", turn=2))
+    twiml_of(voice.press(vid, "#", turn=2))
     assert voice.read(vid)["status"] == "approved"
 
 
@@ -257,7 +333,7 @@ def test_a_retried_gather_post_does_not_count_twice(voice: Voice) -> None:
     voice.deliver(vid)
     voice.answer(vid)
     for _ in range(voice.settings.call_menu_tries + 2):
-        assert twiml_of(voice.press(vid, "", "", turn=1)).find("Gather") is not None
+        assert twiml_of(voice.press(vid, "", turn=1)).find("Gather") is not None
     assert voice.read(vid)["status"] == "pending"
 
 
@@ -267,9 +343,9 @@ def test_a_gather_from_another_call_or_attempt_changes_nothing(voice: Voice) -> 
     voice.answer(vid)
     before = voice.stored(vid)
     for r in (
-        voice.press(vid, "", "#", sid=OTHER_SID),
-        voice.press(vid, "", "#", attempt=2),
-        voice.press(vid, "0", "#", attempt=0),
+        voice.press(vid, "#", sid=OTHER_SID),
+        voice.press(vid, "#", attempt=2),
+        voice.press(vid, "0", attempt=0),
     ):
         root = twiml_of(r)
         assert said(root) == text("ended") and root.find("Hangup") is not None
@@ -281,9 +357,9 @@ def test_a_stale_attempt_cannot_approve_the_new_one(voice: Voice) -> None:
     verifications.delivery_failed(voice.svc, vid, 1, 30003, "undelivered")  # moves on to a call: attempt 2
     voice.deliver(vid)
     voice.answer(vid, attempt=2)
-    twiml_of(voice.press(vid, "", "#", attempt=1))
+    twiml_of(voice.press(vid, "#", attempt=1))
     assert voice.read(vid)["status"] == "pending"
-    twiml_of(voice.press(vid, "", "#", attempt=2))
+    twiml_of(voice.press(vid, "#", attempt=2))
     assert voice.read(vid)["status"] == "approved"
 
 
@@ -293,9 +369,9 @@ def test_answer_binds_the_call_sid_when_the_job_has_not_recorded_it_yet(voice: V
     twiml_of(voice.answer(vid))
     hijack = twiml_of(voice.answer(vid, CallSid=OTHER_SID))
     assert hijack.find("Gather") is None and said(hijack) == text("ended")
-    twiml_of(voice.press(vid, "", "#", sid=OTHER_SID))
+    twiml_of(voice.press(vid, "#", sid=OTHER_SID))
     assert voice.read(vid)["status"] == "pending"
-    twiml_of(voice.press(vid, "", "#"))
+    twiml_of(voice.press(vid, "#"))
     assert voice.read(vid)["status"] == "approved"
 
 
@@ -304,7 +380,7 @@ def test_after_the_verification_ended_the_caller_hears_goodbye(voice: Voice) -> 
     voice.deliver(vid)
     voice.answer(vid)
     assert voice.client.post(f"/v1/verifications/{vid}/cancel").get_json()["status"] == "canceled"
-    for root in (twiml_of(voice.answer(vid)), twiml_of(voice.press(vid, "", "#"))):
+    for root in (twiml_of(voice.answer(vid)), twiml_of(voice.press(vid, "#"))):
         assert said(root) == text("ended", "pl") and root.find("Hangup") is not None
     assert voice.read(vid)["status"] == "canceled"
 
@@ -314,7 +390,7 @@ def test_an_expired_call_attempt_answers_goodbye_and_stays_expired(voice: Voice)
     voice.deliver(vid)
     voice.answer(vid)
     voice.redis.hset(key_for(vid), "expires", "1")  # the call's time is up
-    assert said(twiml_of(voice.press(vid, "", "#"))) == text("ended")
+    assert said(twiml_of(voice.press(vid, "#"))) == text("ended")
     body = voice.read(vid)
     assert (body["status"], body["reason"]) == ("expired", "expired")
 
@@ -322,7 +398,7 @@ def test_an_expired_call_attempt_answers_goodbye_and_stays_expired(voice: Voice)
 def test_unknown_verification_hears_goodbye(voice: Voice) -> None:
     unknown = "vf_" + "0" * 32
     assert said(twiml_of(voice.answer(unknown))) == text("ended")
-    assert said(twiml_of(voice.press(unknown, "", "#"))) == text("ended")
+    assert said(twiml_of(voice.press(unknown, "#"))) == text("ended")
     assert voice.status(unknown, "completed").status_code == 204
 
 
@@ -335,9 +411,9 @@ def test_code_mode_reads_the_code_and_repeats_it_on_1(voice: Voice) -> None:
     root = twiml_of(voice.answer(vid, AnsweredBy="human"))
     assert said(root).count(", ".join(CODE)) == 2
     assert all(say.get("language") == "pl-PL" for say in root.iter("Say"))
-    again = twiml_of(voice.press(vid, "1", ""))
+    again = twiml_of(voice.press(vid, "1"))
     assert said(again).count(", ".join(CODE)) == 2
-    last = twiml_of(voice.press(vid, "1", "", turn=voice.settings.call_menu_tries))
+    last = twiml_of(voice.press(vid, "1", turn=voice.settings.call_menu_tries))
     assert ", ".join(CODE) not in said(last) and last.find("Hangup") is not None
     assert voice.read(vid)["status"] == "pending"
     r = voice.client.post(f"/v1/verifications/{vid}/check", json={"code": CODE})
@@ -350,9 +426,20 @@ def test_code_mode_offers_a_repeat_only_while_one_is_left(voice: Voice) -> None:
     tries = voice.settings.call_menu_tries
     root = twiml_of(voice.answer(vid, AnsweredBy="human"))
     assert root[0].tag == "Gather" and root[0].get("action", "").endswith("round=1")
-    last = twiml_of(voice.press(vid, "1", "", turn=tries - 1))  # the last reading there is
+    last = twiml_of(voice.press(vid, "1", turn=tries - 1))  # the last reading there is
     assert last.find("Gather") is None and text("code_repeat") not in said(last)
     assert said(last).count(", ".join(CODE)) == 2
+
+
+@pytest.mark.parametrize("digits", ["#", "11", "", "0"])
+def test_code_mode_anything_but_1_says_goodbye_and_changes_nothing(voice: Voice, digits: str) -> None:
+    vid = voice.start(ivr_mode="code")
+    voice.deliver(vid)
+    voice.answer(vid, AnsweredBy="human")
+    before = voice.stored(vid)
+    root = twiml_of(voice.press(vid, digits))
+    assert [child.tag for child in root] == ["Say", "Hangup"] and said(root) == text("goodbye")
+    assert voice.stored(vid) == before
 
 
 @pytest.mark.parametrize("answered_by", ["machine_start", "machine_end_beep", "fax"])
@@ -435,7 +522,7 @@ def test_a_pound_arriving_after_the_hang_up_still_approves(voice: Voice) -> None
     voice.deliver(vid)
     voice.answer(vid)
     voice.status(vid, "completed", seq=3)
-    voice.press(vid, "", "#")
+    voice.press(vid, "#")
     assert voice.read(vid)["status"] == "approved" and len(voice.audit()) == 1
 
 
@@ -443,7 +530,7 @@ def test_completed_after_approval_changes_nothing(voice: Voice) -> None:
     vid = voice.start()
     voice.deliver(vid)
     voice.answer(vid)
-    voice.press(vid, "", "#")
+    voice.press(vid, "#")
     voice.status(vid, "completed", seq=3)
     assert voice.read(vid)["status"] == "approved" and len(voice.audit()) == 1
 

@@ -99,7 +99,8 @@
 
   function describeEntry(e) {
     switch (e.kind) {
-      case "say": return { text: e.text, meta: (e.voice || "") + " · " + (e.language || "") };
+      case "say": return { text: e.text, meta: (e.voice || "") + " · " + (e.language || "") +
+        (e.interrupted ? " · cut short by a key" : "") };
       case "play": return { sys: "♪ plays " + e.url };
       case "pause": return { sys: "(pause " + e.length + " s)" };
       case "gather": return { sys: e.submitted ? "→ sent digits \"" + e.digits + "\"" : "(no input, " + e.ended_by + ")" };
@@ -139,7 +140,9 @@
     }
     Array.prototype.forEach.call($("keypad").querySelectorAll("button"), function (b) { b.disabled = !live; });
     $("hangup").disabled = !h.active_call;
-    $("pressed").textContent = call && call.pressed ? "pressed: " + call.pressed : "";
+    // Like Twilio, only a listening <Gather> hears keys; the others are shown as not heard.
+    $("pressed").textContent = call && call.pressed ? "pressed: " + call.pressed +
+      (call.unheard ? " (not heard, no menu was listening: " + call.unheard + ")" : "") : "";
     var historyList = $("call-history");
     clear(historyList);
     h.calls.slice().reverse().slice(0, 8).forEach(function (c) {

@@ -132,15 +132,46 @@ def test_pound_approves(stack: Stack) -> None:
     poll(lambda: stack.read(vid)["attempts"][0]["status"] == "completed", 15, what="the completed callback")
 
 
-def test_zero_pound_reports_fraud_and_blocks_the_number(stack: Stack) -> None:
+def test_zero_then_pound_reports_fraud_and_blocks_the_number(stack: Stack) -> None:
     number = new_number()
-    handset(stack, number, call="answer", keys=["0#"])
+    handset(stack, number, call="answer", keys=["0", "#"])
     vid = call_verification(stack, number)
     body = ended(stack, vid)
     assert (body["status"], body["reason"]) == ("denied", "fraud_reported")
     r = stack.api("POST", "/v1/verifications", {"to": number, "channel": "call"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "destination_blocked"
-    assert "fraud" in finished_call(stack, number)["said"][-1]["text"]
+    call = finished_call(stack, number)
+    assert "fraud" in call["said"][-1]["text"] and [g["digits"] for g in call["gathers"]] == ["0", "#"]
+
+
+def test_zero_pound_typed_in_one_go_is_asked_for_again_not_lost(stack: Stack) -> None:
+    # The simulator, like Twilio's documents allow, drops the # pressed while no Gather listens
+    # (it ended on the 0); the fraud step's prompt asks for it, and the caller's next # reports fraud.
+    number = new_number()
+    handset(stack, number, call="answer", keys=["0#", "#"])
+    vid = call_verification(stack, number)
+    body = ended(stack, vid)
+    assert (body["status"], body["reason"]) == ("denied", "fraud_reported")
+    call = finished_call(stack, number)
+    assert call["unheard"] == "#" and [g["digits"] for g in call["gathers"]] == ["0", "#"]
+    assert i18n.text("en", "voice", "fraud_confirm") in [s["text"] for s in call["said"]]
+
+
+def test_keys_pressed_on_a_live_call_approve_and_report_fraud(stack: Stack) -> None:
+    approver, reporter = new_number(), new_number()
+    for number in (approver, reporter):
+        handset(stack, number, call="interactive")
+    approve, report = call_verification(stack, approver), call_verification(stack, reporter)
+    wait_in_menu(stack, approver)
+    stack.sim("POST", f"handsets/{approver}/keys", {"keys": "#"})
+    assert ended(stack, approve)["status"] == "approved"
+    wait_in_menu(stack, reporter)
+    stack.sim("POST", f"handsets/{reporter}/keys", {"keys": "0"})
+    poll(lambda: stack.sim("GET", f"handsets/{reporter}")["active_call"]["gather"] is not None
+         and stack.sim("GET", f"handsets/{reporter}")["active_call"]["said"][-1]["text"]
+         == i18n.text("en", "voice", "fraud_confirm"), 20, what="the fraud step")
+    stack.sim("POST", f"handsets/{reporter}/keys", {"keys": "#"})
+    assert ended(stack, report)["reason"] == "fraud_reported"
 
 
 def test_silence_denies_no_input_after_the_menu_tries(stack: Stack) -> None:
@@ -159,7 +190,7 @@ def test_a_wrong_key_then_pound_approves(stack: Stack) -> None:
     vid = call_verification(stack, number)
     assert ended(stack, vid)["status"] == "approved"
     call = finished_call(stack, number)
-    assert [g["digits"] for g in call["gathers"]] == ["5", ""]
+    assert [g["digits"] for g in call["gathers"]] == ["5", "#"]
 
 
 def test_hanging_up_mid_menu_denies_no_input(stack: Stack) -> None:

@@ -7,7 +7,9 @@ from typing import Iterator
 import pytest
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
+from gateway import i18n
 from simulator import create_simulator, get_simulator
+from tests.stack import Stack, poll
 
 from .conftest import AUTH_TOKEN, MOBILE, OWNED, Receiver, ServerThread, make_config, twilio_client
 
@@ -103,6 +105,38 @@ def test_phone_page_sms_and_keypad(stack, browser):
         assert action.signature_valid
         assert (action.params()["Digits"], action.params()["FinishedOnKey"]) == ("1", "#")
         page.locator("#transcript li", has_text="Thank you").wait_for()
+        assert problems == []
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[Stack]:
+    """The Procfile's web and worker processes with the simulator as a real server."""
+    running = Stack(10, FALLBACK_CHANNELS="", RATE_LIMIT_PER_NUMBER="1000")
+    try:
+        yield running.start()
+    finally:
+        running.stop()
+
+
+def test_pound_on_the_phone_page_approves_a_confirm_call(gateway, browser):
+    number = "+48600100777"
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    try:
+        page.goto(f"{gateway.sim_url}/phone#{number}")
+        page.wait_for_selector("#conn.ok")
+        vid = gateway.start_verification(number, channel="call")["id"]
+        page.wait_for_selector("#gather-hint:not([hidden])")  # the menu listens for keys
+        assert "pound key" in page.locator("#transcript").text_content()
+        page.click('#keypad button[data-key="#"]')
+        body = poll(lambda: (lambda v: v if v["status"] != "pending" else None)(gateway.wait(vid, 10)), 30,
+                    what="the verification to end")
+        assert (body["status"], body["reason"]) == ("approved", None)
+        page.locator("#transcript li", has_text=i18n.text("en", "voice", "approved")).wait_for()
         assert problems == []
     finally:
         page.close()

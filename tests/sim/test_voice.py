@@ -1,6 +1,9 @@
 """Voice engine against a throwaway TwiML app: Gather semantics, AMD, outcomes, callbacks, errors."""
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from flask import Response
 from twilio.twiml.voice_response import Gather, VoiceResponse
@@ -53,13 +56,19 @@ def test_lone_hash_with_default_finish_key_falls_through(sim, client, control, r
     assert view["gathers"][0]["submitted"] is False and view["gathers"][0]["ended_by"] == "finish_key"
 
 
-def test_action_on_empty_result_submits_empty_digits(sim, client, control, receiver):
-    control.behave(MOBILE, keys=["#"])
+def test_action_on_empty_result_submits_a_lone_finish_key_exactly_like_silence(sim, client, control, receiver):
+    # twilio.com/docs/api/twiml/gather ("action"): a finishOnKey before any other digit is no input.
     receiver.twiml("/voice", _twiml({"action": "/action", "action_on_empty_result": True}))
     receiver.twiml("/action", "<Response/>")
+    control.behave(MOBILE, keys=["#"])
     _call(client, receiver)
-    hit = receiver.wait("/action")[0]
-    assert hit.params()["Digits"] == "" and hit.params()["FinishedOnKey"] == "#"
+    lone_hash = receiver.wait("/action")[0].params()
+    control.behave(MOBILE, call="silent")
+    _call(client, receiver)
+    silence = receiver.wait("/action", 2)[1].params()
+    assert (lone_hash["Digits"], lone_hash["FinishedOnKey"]) == ("", "")
+    ignore = {"CallSid"}
+    assert {k: v for k, v in lone_hash.items() if k not in ignore} == {k: v for k, v in silence.items() if k not in ignore}
 
 
 def test_digits_then_finish_key(sim, client, control, receiver):
@@ -75,9 +84,81 @@ def test_num_digits_ends_input_and_extra_keys_are_dropped(sim, client, control, 
     control.behave(MOBILE, keys=["1234"])
     receiver.twiml("/voice", _twiml({"action": "/action", "num_digits": 2}))
     receiver.twiml("/action", "<Response/>")
-    _call(client, receiver)
+    call = _call(client, receiver)
     hit = receiver.wait("/action")[0]
     assert (hit.params()["Digits"], hit.params()["FinishedOnKey"]) == ("12", "")
+    view = control.wait_call(call.sid)
+    assert view["pressed"] == "1234" and view["unheard"] == "34"
+
+
+SECOND_GATHER = ('<Response><Gather numDigits="1" finishOnKey="" timeout="1" action="/second" '
+                 'actionOnEmptyResult="true"/></Response>')
+
+
+def _two_one_key_gathers(client, control, receiver, action=None):
+    """A call whose first one-key Gather listens now; its action answers with a second one."""
+    receiver.twiml("/voice", _twiml({"action": "/action", "num_digits": 1, "finish_on_key": "", "timeout": 10}))
+    if action is None:
+        receiver.twiml("/action", SECOND_GATHER)
+    else:
+        receiver.on("/action", action)
+    receiver.twiml("/second", "<Response/>")
+    call = _call(client, receiver)
+    wait_for(lambda: control.call_of(call.sid)["waiting_for_keys"], what="gather waiting")
+    return call
+
+
+def test_keys_typed_in_one_go_do_not_carry_over_to_the_next_gather(sim, client, control, receiver):
+    call = _two_one_key_gathers(client, control, receiver)
+    control.call("POST", f"/handsets/{MOBILE}/keys", {"keys": "0#"})
+    assert receiver.wait("/action")[0].params()["Digits"] == "0"
+    assert receiver.wait("/second")[0].params()["Digits"] == ""  # the # did not reach the next Gather
+    view = control.wait_call(call.sid)
+    assert view["pressed"] == "0#" and view["unheard"] == "#"
+
+
+def test_keys_pressed_while_the_action_is_requested_are_lost(sim, client, control, receiver):
+    pressed = threading.Event()
+
+    def slow_action(req):
+        control.call("POST", f"/handsets/{MOBILE}/keys", {"keys": "#"})  # no Gather listens now
+        pressed.set()
+        return Response(SECOND_GATHER, mimetype="text/xml")
+
+    call = _two_one_key_gathers(client, control, receiver, slow_action)
+    control.call("POST", f"/handsets/{MOBILE}/keys", {"keys": "0"})
+    assert receiver.wait("/second")[0].params()["Digits"] == "" and pressed.is_set()
+    assert control.wait_call(call.sid)["unheard"] == "#"
+
+
+def test_a_key_during_the_nested_prompt_stops_it(sim, client, control, receiver):
+    control.behave(MOBILE, keys=["1"], barge_in=True)
+    response = VoiceResponse()
+    gather = Gather(action="/action", num_digits=1)
+    gather.say("First sentence")
+    gather.pause(length=2)
+    gather.say("Never heard")
+    response.append(gather)
+    receiver.twiml("/voice", str(response))
+    receiver.twiml("/action", "<Response><Say>Done</Say></Response>")
+    call = _call(client, receiver)
+    assert receiver.wait("/action")[0].params()["Digits"] == "1"
+    view = control.wait_call(call.sid)
+    assert [(e["kind"], e.get("text"), e.get("interrupted")) for e in view["transcript"] if e["kind"] != "gather"] == [
+        ("say", "First sentence", True), ("say", "Done", None)]
+
+
+def test_without_barge_in_the_whole_nested_prompt_plays(sim, client, control, receiver):
+    control.behave(MOBILE, keys=["1"])
+    response = VoiceResponse()
+    gather = Gather(action="/action", num_digits=1)
+    gather.say("First sentence")
+    gather.say("Second sentence")
+    response.append(gather)
+    receiver.twiml("/voice", str(response))
+    receiver.twiml("/action", "<Response/>")
+    call = _call(client, receiver)
+    assert [s["text"] for s in control.wait_call(call.sid)["said"]] == ["First sentence", "Second sentence"]
 
 
 def test_script_spans_documents_relative_action_and_get(sim, client, control, receiver):
@@ -91,7 +172,7 @@ def test_script_spans_documents_relative_action_and_get(sim, client, control, re
     first, second = step2
     assert first.method == "GET" and first.signature_valid and first.params()["Digits"] == "1"
     assert second.method == "POST" and second.signature_valid  # default action = current document URL
-    assert (second.params()["Digits"], second.params()["FinishedOnKey"]) == ("", "#")
+    assert (second.params()["Digits"], second.params()["FinishedOnKey"]) == ("", "")  # a lone # is no input
     assert control.wait_call(call.sid)["digits"] == ["1", ""]
 
 
@@ -101,8 +182,21 @@ def test_silent_handset_times_out_and_falls_through(sim, client, control, receiv
     call = _call(client, receiver)
     view = control.wait_call(call.sid)
     assert receiver.get("/action") == []
-    assert view["gathers"][0]["ended_by"] == "timeout"
+    assert view["gathers"][0]["ended_by"] == "timeout" and view["gathers"][0]["timeout"] == 7
     assert view["said"][-1]["text"] == "Fell through"
+    assert view["duration"] >= 7  # the Gather waited its timeout (simulated time)
+
+
+def test_interactive_gather_ends_after_its_timeout_with_the_digits_so_far(sim, client, control, receiver):
+    receiver.twiml("/voice", _twiml({"action": "/action", "timeout": 1}))
+    receiver.twiml("/action", "<Response/>")
+    call = _call(client, receiver)
+    wait_for(lambda: control.call_of(call.sid)["waiting_for_keys"], what="gather waiting")
+    started = time.monotonic()
+    control.call("POST", f"/handsets/{MOBILE}/keys", {"keys": "42"})
+    hit = receiver.wait("/action")[0]
+    assert (hit.params()["Digits"], hit.params()["FinishedOnKey"]) == ("42", "")
+    assert time.monotonic() - started >= 0.9  # no finish key, no numDigits: only the timeout ends it
 
 
 @pytest.mark.parametrize("mode, amd, expected", [
@@ -290,3 +384,17 @@ def test_async_amd_posts_result_separately(sim, client, control, receiver):
     assert "AnsweredBy" not in receiver.wait("/voice")[0].params()
     amd = receiver.wait("/amd")[0]
     assert amd.signature_valid and amd.params()["AnsweredBy"] == "machine_start"
+
+
+def test_say_pause_redirect_defaults_and_hangup_ends_the_call(sim, client, control, receiver):
+    control.behave(MOBILE, call="silent")
+    receiver.twiml("/voice", "<Response><Say>Plain</Say><Pause/><Redirect>next</Redirect></Response>")
+    receiver.twiml("/next", "<Response><Hangup/><Say>never</Say></Response>")
+    call = _call(client, receiver, path="/voice")
+    view = control.wait_call(call.sid)
+    assert view["said"] == [{"text": "Plain", "voice": "man", "language": "en-US"}]
+    pause = next(e for e in view["transcript"] if e["kind"] == "pause")
+    assert pause["length"] == 1
+    redirect = receiver.wait("/next")[0]
+    assert redirect.method == "POST" and redirect.signature_valid  # relative URL, default method
+    assert [e["kind"] for e in view["transcript"]][-1] == "hangup" and view["status"] == "completed"
