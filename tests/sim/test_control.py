@@ -82,7 +82,8 @@ def test_handsets_records_and_lists(sim, control, client, receiver):
     us = control.handset(US_NUMBER)
     assert us["country"] == "US" and us["number_type"] == "fixed_line_or_mobile"
     receiver.wait("/s", 2)
-    hooks = control.call("GET", "/webhooks?kind=sms-status")["webhooks"]
+    hooks = wait_for(lambda: (lambda hs: hs if len(hs) == 2 and all(h["status"] for h in hs) else None)(
+        control.call("GET", "/webhooks?kind=sms-status")["webhooks"]), what="both answers recorded")
     assert [h["params"] for h in hooks][0][4] == ["MessageStatus", "sent"]
     assert all(h["status"] == 204 and h["attempts"] == 1 for h in hooks)
     assert len(control.call("GET", "/messages")["messages"]) == 2
