@@ -1,4 +1,4 @@
-"""`python -m gateway`: the whole gateway for a newcomer; `python -m gateway tokens …`: token CLI."""
+"""`python -m gateway`: the whole gateway for a newcomer; `tokens …` and `audit …`: operators' CLIs."""
 from __future__ import annotations
 
 import argparse
@@ -91,13 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     tokens = sub.add_parser("tokens", help="manage OATH hardware tokens")
-    from gateway import tokens_cli
+    audit = sub.add_parser("audit", help="export audit records")
+    from gateway import audit_cli, tokens_cli
 
     tokens_cli.add_arguments(tokens)
+    audit_cli.add_arguments(audit)
     args = parser.parse_args(argv)
     try:
         if args.command == "tokens":
             return tokens_cli.main(args)
+        if args.command == "audit":
+            return audit_cli.main(args)
         return serve()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -223,6 +223,13 @@ class Store:
         """Add one to a cluster-wide counter."""
         self.redis.hincrby(f"gw:metrics:{name}", label, 1)
 
+    def audit_entries(self, newest: str, oldest: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        """Audit stream entries between two stream ids (XREVRANGE bounds), newest first."""
+        return [
+            (entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()})
+            for entry_id, fields in self.redis.xrevrange(AUDIT_STREAM, newest, oldest, count=count)
+        ]
+
     def record_action(self, fields: Mapping[str, str]) -> None:
         """Append an operator's action to its stream, trimmed by age like the audit stream."""
         minid = int(time.time() * 1000 - self.audit_retention_ms)

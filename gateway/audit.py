@@ -1,0 +1,240 @@
+"""Reading the audit stream back: filters, newest-first pages, CSV and JSON lines exports."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from gateway.errors import InvalidRequest
+from gateway.models import Channel, Status, iso
+from gateway.schemas import USER_ID
+from gateway.services import Services
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
+BATCH = 500
+# Entries one request may examine before it answers with what it found and a cursor to go
+# on from: a filter that matches nothing in a month of records still answers promptly.
+SCAN_BUDGET = 20_000
+CURSOR = re.compile(r"^\d{1,15}-\d{1,10}$")
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+ENDED = tuple(s.value for s in Status if s is not Status.PENDING)
+FIELDS = (
+    "verification_id", "user_id", "first_name", "last_name", "email", "phone_number", "country",
+    "device_token", "mode", "channel", "channels", "result", "status", "reason", "client_ip",
+    "server_name", "server_ip", "created_at", "ended_at", "attempts",
+)
+# OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A validated audit query."""
+
+    user_id: str | None = None
+    to: str | None = None
+    status: str | None = None
+    channel: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
+    cursor: str | None = None
+
+    def matches(self, record: Mapping[str, object]) -> bool:
+        """Whether a record passes the field filters (the time range is applied by the stream ids)."""
+        if self.channel is not None and self.channel not in {
+            a.get("channel") for a in record["attempts"]  # type: ignore[attr-defined]
+        }:
+            return False  # the channel filter finds verifications that used the channel at all
+        return all(
+            want is None or record.get(name) == want
+            for name, want in (("user_id", self.user_id), ("phone_number", self.to), ("status", self.status))
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    """Records newest first, and where the next page starts (None: nothing older)."""
+
+    records: list[dict[str, object]]
+    next_cursor: str | None
+
+
+def _time(name: str, raw: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(raw.strip().replace("z", "Z"))
+    except ValueError:
+        value = None
+    # RFC 3339 needs a date, a time and an offset; a bare date or a local time is refused.
+    if value is None or value.tzinfo is None or "T" not in raw.upper():
+        raise InvalidRequest(f"'{name}' must be an RFC 3339 time like 2026-11-25T09:14:00Z.")
+    return value.astimezone(timezone.utc)
+
+
+def parse_filters(args: Mapping[str, str], paged: bool = True) -> Filters:
+    """Validate query parameters; a bad one is InvalidRequest naming it."""
+    user_id = args.get("user_id") or None
+    if user_id is not None and not USER_ID.match(user_id):
+        raise InvalidRequest("'user_id' must be 1 to 128 letters, digits and . _ @ + - characters.")
+    to = args.get("to") or None
+    if to is not None:
+        # A '+' left unencoded in a query string arrives as a space.
+        to = "+" + to[1:] if to.startswith(" ") else to
+        if not E164.match(to):
+            raise InvalidRequest("'to' must be an E.164 number like +48600100200 (encode + as %2B).")
+    status = args.get("status") or None
+    if status is not None and status not in ENDED:
+        raise InvalidRequest(f"'status' must be one of {', '.join(ENDED)}.")
+    channel = args.get("channel") or None
+    if channel is not None and channel not in [c.value for c in Channel]:
+        raise InvalidRequest(f"'channel' must be one of {', '.join(c.value for c in Channel)}.")
+    since = _time("since", args["since"]) if args.get("since") else None
+    until = _time("until", args["until"]) if args.get("until") else None
+    if since and until and since > until:
+        raise InvalidRequest("'since' must not be later than 'until'.")
+    limit = None
+    if args.get("limit"):
+        raw = args["limit"]
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_LIMIT}.")
+        limit = int(raw)
+    elif paged:
+        limit = DEFAULT_LIMIT
+    cursor = args.get("cursor") or None
+    if cursor is not None and not CURSOR.match(cursor):
+        raise InvalidRequest("'cursor' must be a next_cursor from an earlier answer.")
+    return Filters(user_id, to, status, channel, since, until, limit, cursor)
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def record_from(fields: Mapping[str, str]) -> dict[str, object]:
+    """An audit stream entry as the API shows it: the seed's fields plus the attempts."""
+    attempts = json.loads(fields.get("attempts") or "[]") or []
+    return {
+        "verification_id": fields.get("verification_id"),
+        "user_id": fields.get("user_id") or None,
+        "first_name": fields.get("first_name") or None,
+        "last_name": fields.get("last_name") or None,
+        "email": fields.get("email") or None,
+        "phone_number": fields.get("phone_number"),
+        "country": fields.get("country") or None,
+        "device_token": None,  # no push-notification app: there is never a device token
+        "mode": fields.get("mode"),
+        "channel": fields.get("channel"),
+        "channels": json.loads(fields.get("channels") or "[]") or [],
+        "result": fields.get("result"),
+        "status": fields.get("status"),
+        "reason": fields.get("reason") or None,
+        "client_ip": fields.get("client_ip") or None,
+        "server_name": fields.get("server_name"),
+        "server_ip": fields.get("server_ip") or None,
+        "created_at": iso(float(fields["created_at"])) if fields.get("created_at") else None,
+        "ended_at": iso(float(fields["ended_at"])) if fields.get("ended_at") else None,
+        "attempts": [
+            {"channel": a.get("channel"), "status": a.get("status"), "error_code": a.get("error_code"),
+             "started_at": iso(a["started_at"]) if a.get("started_at") else None,
+             "ended_because": a.get("ended_because")}
+            for a in attempts
+        ],
+    }
+
+
+def _entries(svc: Services, f: Filters) -> Iterator[tuple[str, dict[str, str]]]:
+    """Stream entries in the time range and after the cursor, newest first, in batches."""
+    newest = f"({f.cursor}" if f.cursor else (str(_ms(f.until)) if f.until else "+")
+    oldest = str(_ms(f.since)) if f.since else "-"
+    while True:
+        batch = svc.store.audit_entries(newest, oldest, BATCH)
+        yield from batch
+        if len(batch) < BATCH:
+            return
+        newest = f"({batch[-1][0]}"
+
+
+def search(svc: Services, f: Filters) -> Page:
+    """One page of matching records, newest first."""
+    limit = f.limit or DEFAULT_LIMIT
+    found: list[dict[str, object]] = []
+    examined, last_id = 0, None
+    for entry_id, fields in _entries(svc, f):
+        examined += 1
+        last_id = entry_id
+        record = record_from(fields)
+        if f.matches(record):
+            found.append(record)
+            if len(found) == limit:
+                break
+        if examined >= SCAN_BUDGET:
+            break
+    else:
+        return Page(found, None)  # the range is used up: nothing older
+    return Page(found, last_id)
+
+
+def iterate(svc: Services, f: Filters) -> Iterator[dict[str, object]]:
+    """Every matching record, newest first (up to the limit when one is given)."""
+    count = 0
+    for _, fields in _entries(svc, f):
+        record = record_from(fields)
+        if f.matches(record):
+            yield record
+            count += 1
+            if f.limit and count >= f.limit:
+                return
+
+
+def find(svc: Services, verification_id: str) -> dict[str, object] | None:
+    """The audit record of one verification, looked for among the newest SCAN_BUDGET entries."""
+    for count, (_, fields) in enumerate(_entries(svc, Filters())):
+        if fields.get("verification_id") == verification_id:
+            return record_from(fields)
+        if count >= SCAN_BUDGET:
+            break
+    return None
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def _attempts_text(attempts: object) -> str:
+    parts = []
+    for a in attempts if isinstance(attempts, list) else []:
+        error = f" error {a['error_code']}" if a.get("error_code") is not None else ""
+        parts.append(f"{a.get('started_at')} {a.get('channel')} {a.get('status')}{error}")
+    return "; ".join(parts)
+
+
+def csv_lines(records: Iterator[dict[str, object]]) -> Iterator[str]:
+    """CSV text, a header row first, one line at a time; formula-like cells neutralised."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+
+    def line(cells: list[object]) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([_cell(c) for c in cells])
+        return buffer.getvalue()
+
+    yield line(list(FIELDS))
+    for record in records:
+        row = {**record, "channels": " ".join(record["channels"]),  # type: ignore[arg-type]
+               "attempts": _attempts_text(record["attempts"])}
+        yield line([row[name] for name in FIELDS])
+
+
+def jsonl_lines(records: Iterator[dict[str, object]]) -> Iterator[str]:
+    """One JSON object per line."""
+    for record in records:
+        yield json.dumps(record, separators=(",", ":")) + "\n"

