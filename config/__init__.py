@@ -60,6 +60,7 @@ class Settings:
     organization_name: str = "Sign-in"
     sms_reply_confirmation: bool = True
     secret_key: str | None = None
+    previous_secret_keys: tuple[str, ...] = ()
     retention: int = 3600
     audit_retention: int = 30 * 86400
     rate_limit_per_number: int = 5
@@ -198,6 +199,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     secret = env.get("GATEWAY_SECRET_KEY") or None
     if secret is not None and len(secret) < 32:
         raise ConfigError("GATEWAY_SECRET_KEY", "must be at least 32 characters")
+    previous = tuple(_list(env, "GATEWAY_SECRET_KEY_PREVIOUS"))
+    if any(len(key) < 32 for key in previous):
+        raise ConfigError("GATEWAY_SECRET_KEY_PREVIOUS", "each key must be at least 32 characters")
     sid, token = env.get("TWILIO_ACCOUNT_SID") or None, env.get("TWILIO_AUTH_TOKEN") or None
     if bool(sid) != bool(token):
         missing = "TWILIO_AUTH_TOKEN" if sid else "TWILIO_ACCOUNT_SID"
@@ -240,6 +244,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         organization_name=env.get("ORGANIZATION_NAME", "Sign-in")[:60],
         sms_reply_confirmation=_bool(env, "SMS_REPLY_CONFIRMATION", True),
         secret_key=secret,
+        previous_secret_keys=previous,
         retention=_int(env, "VERIFICATION_RETENTION", 3600, 60, 30 * 86400),
         audit_retention=_int(env, "AUDIT_RETENTION", 30 * 86400, 60, 3650 * 86400),
         rate_limit_per_number=_int(env, "RATE_LIMIT_PER_NUMBER", 5, 1, 100000),

@@ -24,7 +24,7 @@ def _embedded_redis() -> tuple[object, str]:
     return server, f"unix://{server.socket_file}"
 
 
-def serve() -> int:
+def serve(host: str = "127.0.0.1") -> int:
     """Start Redis (if needed), the web app, the carrier simulator and a worker."""
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
     from werkzeug.serving import make_server
@@ -38,9 +38,13 @@ def serve() -> int:
     keep_alive = None
     if not env.get("REDIS_URL"):
         keep_alive, env["REDIS_URL"] = _embedded_redis()
-        # A fresh Redis each start, so a fresh key loses nothing; with an external Redis the
-        # key kept there (or GATEWAY_SECRET_KEY) must survive restarts, or enrolments are lost.
-        env.setdefault("GATEWAY_SECRET_KEY", secrets.token_urlsafe(48))
+    if not env.get("GATEWAY_SECRET_KEY"):
+        # Development only: the Procfile's processes refuse to start without a key.
+        if keep_alive is None:
+            print("GATEWAY_SECRET_KEY is not set: using a key generated for this run; codes, "
+                  "authenticators and tokens stored in this Redis will not check after a restart",
+                  file=sys.stderr)
+        env["GATEWAY_SECRET_KEY"] = secrets.token_urlsafe(48)
     if not env.get("GATEWAY_API_KEYS"):
         env["GATEWAY_API_KEYS"] = "dev_" + secrets.token_urlsafe(24)
     if not env.get("GATEWAY_ADMIN_KEYS"):
@@ -67,7 +71,7 @@ def serve() -> int:
         ))
         wsgi = DispatcherMiddleware(app.wsgi_app, {"/dev": sim.wsgi_app})
     app.wsgi_app = wsgi  # type: ignore[method-assign]
-    server = make_server("0.0.0.0", port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     key = settings.api_keys[0]
     print(f"\nVerification gateway running at {base}", flush=True)
@@ -75,6 +79,8 @@ def serve() -> int:
     print(f"Admin key (operators: audit, reports, console at {base}/console): {settings.admin_keys[0]}")
     if simulated:
         print(f"Developer phone (simulated handsets): {base}/dev/phone")
+    if host != "127.0.0.1" and simulated:
+        print(f"Listening on {host}: anyone who reaches this port can read every simulated code on /dev")
     print("Try:\n  curl -s -X POST " f"{base}/v1/verifications -H 'Authorization: Bearer {key}' "
           "-H 'Content-Type: application/json' -d '{\"to\": \"+48600100200\", \"channel\": \"sms\"}'\n", flush=True)
     try:
@@ -89,6 +95,10 @@ def serve() -> int:
 def main(argv: list[str] | None = None) -> int:
     """Dispatch `python -m gateway [tokens …]`."""
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser.add_argument(
+        "--expose", action="store_true",
+        help="listen on every interface instead of loopback only (the developer phone shows every code)",
+    )
     sub = parser.add_subparsers(dest="command")
     tokens = sub.add_parser("tokens", help="manage OATH hardware tokens")
     audit = sub.add_parser("audit", help="export audit records")
@@ -102,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             return tokens_cli.main(args)
         if args.command == "audit":
             return audit_cli.main(args)
-        return serve()
+        return serve("0.0.0.0" if args.expose else "127.0.0.1")
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -5,8 +5,9 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 
 def generate(length: int) -> str:
@@ -19,11 +20,6 @@ def digest(key: bytes, verification_id: str, code: str) -> str:
     return hmac.new(key, f"{verification_id}:{code}".encode(), hashlib.sha256).hexdigest()
 
 
-def matches(key: bytes, verification_id: str, code: str, stored: str) -> bool:
-    """Constant-time comparison of a candidate code with a stored digest."""
-    return hmac.compare_digest(digest(key, verification_id, code), stored)
-
-
 def derive_key(secret: str, purpose: str) -> bytes:
     """A sub-key for one purpose, so the HMAC and the cipher never share a key."""
     return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
@@ -34,9 +30,9 @@ def encrypt(key: bytes, plaintext: str) -> str:
     return Fernet(base64.urlsafe_b64encode(key)).encrypt(plaintext.encode()).decode()
 
 
-def decrypt(key: bytes, token: str) -> str | None:
-    """The plaintext, or None when the token was tampered with or the key changed."""
+def decrypt(keys: Sequence[bytes], token: str) -> str | None:
+    """The plaintext under any of the keys (current, then previous), or None when none fits."""
     try:
-        return Fernet(base64.urlsafe_b64encode(key)).decrypt(token.encode()).decode()
+        return MultiFernet([Fernet(base64.urlsafe_b64encode(k)) for k in keys]).decrypt(token.encode()).decode()
     except (InvalidToken, ValueError):
         return None

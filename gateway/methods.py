@@ -60,11 +60,12 @@ def totp_verify(svc: "Services", v: "Verification | None", code: str, *, now: fl
     candidates = [Candidate(s.serial, s.secret_encrypted, s.params) for s in found.tokens]
     if found.app_secret_encrypted:
         candidates.insert(0, Candidate(None, found.app_secret_encrypted, oath.Params()))
-    key = svc.key(CIPHER)
+    keys = svc.keys(CIPHER)
     for candidate in candidates:
-        secret = codes.decrypt(key, candidate.secret_encrypted)
+        secret = codes.decrypt(keys, candidate.secret_encrypted)
         if secret is None:
-            # Only a changed GATEWAY_SECRET_KEY does this; the method must be enrolled again.
+            # Only a key changed without keeping the old one in GATEWAY_SECRET_KEY_PREVIOUS does
+            # this; the method must be enrolled again.
             log.warning("cannot decrypt a TOTP secret of user %s (token %s)", v.user_id, candidate.serial or "app")
             continue
         step = oath.matched_step(secret, candidate.params, code, at)

@@ -117,7 +117,6 @@ class Verification:
     locale: str = "en"
     ivr_mode: str = "confirm"
     client_ip: str | None = None
-    code_digest: str = ""
     code_encrypted: str = ""
     deadline: float | None = None
 

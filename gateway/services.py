@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
-import threading
 from dataclasses import dataclass, field
 
 import redis
@@ -12,7 +10,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from rq import Queue
 
-from config import Settings
+from config import ConfigError, Settings
 from gateway import codes
 from gateway.carrier import Carrier
 from gateway.store import Store
@@ -41,28 +39,31 @@ class Services:
     queue: Queue
     store: Store
     carrier: Carrier | None
-    _keys: dict[str, bytes] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _keys: dict[str, tuple[bytes, ...]] = field(default_factory=dict)
 
     def key(self, purpose: str) -> bytes:
-        """A sub-key of the server secret ('code-hmac', 'code-cipher', 'totp-cipher')."""
-        if purpose not in self._keys:
-            with self._lock:
-                self._keys[purpose] = codes.derive_key(self._secret(), purpose)
-        return self._keys[purpose]
+        """The current sub-key of the server secret ('code-hmac', 'code-cipher', 'totp-cipher')."""
+        return self.keys(purpose)[0]
 
-    def _secret(self) -> str:
-        if self.settings.secret_key:
-            return self.settings.secret_key
-        # Without GATEWAY_SECRET_KEY every instance must still share one key, and Redis is
-        # the only thing they share; keeping it beside the digests is weaker, so say so.
-        self.redis.set("gw:secret", secrets.token_urlsafe(48), nx=True)
-        log.warning("GATEWAY_SECRET_KEY is not set; using a generated key kept in Redis")
-        return self.redis.get("gw:secret").decode()  # type: ignore[union-attr]
+    def keys(self, purpose: str) -> tuple[bytes, ...]:
+        """The sub-keys of the current secret and then of GATEWAY_SECRET_KEY_PREVIOUS, to verify
+        and decrypt what was made before a rotation (new material uses only the first)."""
+        if purpose not in self._keys:
+            secrets = (self.settings.secret_key or "", *self.settings.previous_secret_keys)
+            self._keys[purpose] = tuple(codes.derive_key(secret, purpose) for secret in secrets)
+        return self._keys[purpose]
 
 
 def build_services(settings: Settings) -> Services:
     """Build the services for one app; nothing connects until first used."""
+    if not settings.secret_key:
+        # A key generated per process would differ between processes and nodes, and one kept in
+        # Redis would sit beside the digests it keys; only the operator can hold it safely.
+        raise ConfigError(
+            "GATEWAY_SECRET_KEY",
+            "is required: set a random key of at least 32 characters, the same on every instance "
+            "(`python -m gateway` generates one for development)",
+        )
     connection = connect_redis(settings.redis_url or "redis://localhost:6379/0")
     carrier = None
     if settings.twilio_enabled:

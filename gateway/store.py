@@ -120,9 +120,9 @@ class Store:
         raw = self.redis.hgetall(key_for(verification_id))
         return _decode(raw) if raw else None
 
-    def check(self, verification_id: str, mode: str, value: str) -> Outcome:
-        """Atomically compare a code digest (or apply a verdict) and count failures."""
-        return self._run("check", [key_for(verification_id), AUDIT_STREAM], mode, value)
+    def check(self, verification_id: str, mode: str, *values: str) -> Outcome:
+        """Atomically compare a code's digests (one per key) or apply a verdict; count failures."""
+        return self._run("check", [key_for(verification_id), AUDIT_STREAM], mode, *values)
 
     def finish(
         self, verification_id: str, status: Status, reason: Reason | None, attempt: int = 0, only_if_due: bool = False
@@ -328,7 +328,6 @@ def _decode(raw: Mapping[bytes, bytes]) -> Verification:
         locale=h.get("locale", "en"),
         ivr_mode=h.get("ivr_mode", "confirm"),
         client_ip=h.get("client_ip") or None,
-        code_digest=h.get("code", ""),
         code_encrypted=h.get("enc", ""),
         deadline=float(h["deadline"]) if h.get("deadline") else None,
     )

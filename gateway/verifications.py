@@ -126,7 +126,8 @@ def wait(svc: Services, verification_id: str, seconds: float) -> Verification:
 
 def check(svc: Services, verification_id: str, code: str) -> tuple[Verification, bool]:
     """Check a code atomically; (verification, valid). Exactly one right check approves."""
-    outcome = svc.store.check(verification_id, "digest", codes.digest(svc.key("code-hmac"), verification_id, code))
+    digests = [codes.digest(key, verification_id, code) for key in svc.keys("code-hmac")]
+    outcome = svc.store.check(verification_id, "digest", *digests)
     if outcome.kind == "totp":
         verdict = methods.totp_verify(svc, outcome.verification, code)
         outcome = svc.store.check(verification_id, "verdict", "1" if verdict else "0")
@@ -164,7 +165,7 @@ def record_code(svc: Services, v: Verification, attempt: int, code: str, keep_en
 
 def spoken_code(svc: Services, v: Verification) -> str | None:
     """The current code in clear, for a flow that must say it again (IVR read-out)."""
-    return codes.decrypt(svc.key("code-cipher"), v.code_encrypted) if v.code_encrypted else None
+    return codes.decrypt(svc.keys("code-cipher"), v.code_encrypted) if v.code_encrypted else None
 
 
 def record_status(

@@ -38,13 +38,15 @@ def test_codes_are_random_digits_and_digests_are_keyed() -> None:
     assert all(len(c) == 6 and c.isdigit() for c in generated) and len(generated) > 190
     key = codes.derive_key("s" * 40, "code-hmac")
     stored = codes.digest(key, "vf_1", "123456")
-    assert "123456" not in stored and codes.matches(key, "vf_1", "123456", stored)
-    assert not codes.matches(key, "vf_2", "123456", stored)  # bound to its verification
-    assert not codes.matches(codes.derive_key("t" * 40, "code-hmac"), "vf_1", "123456", stored)
+    assert "123456" not in stored and codes.digest(key, "vf_1", "123456") == stored
+    assert codes.digest(key, "vf_2", "123456") != stored  # bound to its verification
+    assert codes.digest(codes.derive_key("t" * 40, "code-hmac"), "vf_1", "123456") != stored
     cipher = codes.derive_key("s" * 40, "code-cipher")
+    other = codes.derive_key("t" * 40, "code-cipher")
     token = codes.encrypt(cipher, "123456")
-    assert "123456" not in token and codes.decrypt(cipher, token) == "123456"
-    assert codes.decrypt(codes.derive_key("t" * 40, "code-cipher"), token) is None
+    assert "123456" not in token and codes.decrypt([cipher], token) == "123456"
+    assert codes.decrypt([other], token) is None
+    assert codes.decrypt([other, cipher], token) == "123456"  # a previous key still decrypts
 
 
 @pytest.mark.parametrize(

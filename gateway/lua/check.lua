@@ -1,9 +1,12 @@
--- KEYS: vf, audit stream. ARGV[5..]: mode ('digest' or 'verdict'), digest or verdict ('1'/'0')
+-- KEYS: vf, audit stream. ARGV[5..]: mode ('digest' or 'verdict'), then the verdict ('1'/'0') or
+-- the candidate's digests: one per server key (the current one, then GATEWAY_SECRET_KEY_PREVIOUS),
+-- so a code digested before a key rotation still checks.
 -- A right code approves exactly once; wrong ones count toward the limit.
 -- The digests compared here are HMACs under a key Redis never sees, so the timing of
 -- this comparison tells an attacker nothing about the code (the double-HMAC argument).
 local vf, stream = KEYS[1], KEYS[2]
 local mode, given = ARGV[5], ARGV[6]
+local FIRST_DIGEST = 6
 if redis.call('EXISTS', vf) == 0 then return reply(vf, 'not_found', '') end
 if not is_pending(vf) then return reply(vf, 'finished', '') end
 local expired = expire_if_due(vf, stream)
@@ -12,7 +15,10 @@ local ok
 if mode == 'digest' then
   if hget(vf, 'channel') == 'totp' then return reply(vf, 'totp', '') end
   local code = hget(vf, 'code') or ''
-  ok = code ~= '' and code == given
+  ok = false
+  for i = FIRST_DIGEST, #ARGV do
+    if code ~= '' and code == ARGV[i] then ok = true end
+  end
 else
   ok = given == '1'
 end
