@@ -7,6 +7,7 @@ from pathlib import Path
 
 _DIR = Path(__file__).with_name("locales")
 DEFAULT = "en"
+LOCALES = tuple(sorted(p.name for p in _DIR.iterdir() if p.is_dir()))  # a locale is a folder
 
 
 @functools.cache
@@ -23,8 +24,3 @@ def setting(locale: str, section: str, key: str) -> str:
 def text(locale: str, section: str, key: str, **values: object) -> str:
     """A text of a locale with its placeholders filled."""
     return setting(locale, section, key).format(**values)
-
-
-def available() -> list[str]:
-    """The locales that have texts."""
-    return sorted(p.name for p in _DIR.iterdir() if p.is_dir())

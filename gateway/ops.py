@@ -1,6 +1,8 @@
 """Operations endpoints: liveness, readiness, metrics (no API key)."""
 from __future__ import annotations
 
+import logging
+
 import redis
 from flask import Blueprint, Response, jsonify
 
@@ -9,6 +11,7 @@ from gateway.errors import error_response
 from gateway.services import services
 
 bp = Blueprint("ops", __name__)
+log = logging.getLogger(__name__)
 
 
 @bp.get("/healthz")
@@ -25,7 +28,9 @@ def readyz() -> Response:
         svc.redis.ping()
         svc.queue.count  # noqa: B018 - touches the queue's key
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        return error_response("unavailable", f"Redis is not answering: {exc}", 503, 5)
+        # The exception names Redis's host and port: for the operator's log, not for any caller.
+        log.warning("not ready: %s", exc)
+        return error_response("unavailable", "Redis is not answering.", 503, 5)
     return jsonify(status="ready")
 
 

@@ -9,15 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from gateway.i18n import LOCALES
 from gateway.models import Channel
 
-LOCALES = ("en", "pl")
 IVR_MODES = ("confirm", "code")
 START_FIELDS = {"to", "country", "channel", "fallback", "user_id", "locale", "ivr_mode", "client_ip", "user"}
 USER_FIELDS = {"first_name", "last_name", "email"}
-USER_ID = re.compile(r"^[\w.@+\-]{1,128}$")
-CODE = re.compile(r"^[0-9]{4,10}$")
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+# ASCII only: look-alike letters of other scripts (a Cyrillic "а" for "a") would make a second
+# user that reads the same; \Z, because $ also matches before a final newline.
+USER_ID = re.compile(r"\A[A-Za-z0-9._@+\-]{1,128}\Z")
+CODE = re.compile(r"\A[0-9]{4,10}\Z")
+EMAIL = re.compile(r"\A[^@\s]{1,64}@[^@\s]{1,255}\Z")
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def parse_start(body: Any) -> StartRequest:
         fallback = tuple(Channel(_channel(c, "fallback", False)) for c in items)
     user_id = _optional_str(body, "user_id")
     if user_id is not None and not USER_ID.match(user_id):
-        raise InvalidRequest("'user_id' may use letters, digits and . _ @ + - only.")
+        raise InvalidRequest("'user_id' may use the ASCII letters, digits and . _ @ + - only.")
     locale = body.get("locale", "en")
     if locale not in LOCALES:
         raise InvalidRequest(f"'locale' must be one of {', '.join(LOCALES)}.")

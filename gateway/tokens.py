@@ -148,7 +148,7 @@ def _algorithm(raw: str | None) -> oath.Algorithm:
 def _user(raw: str | None) -> str | None:
     user = (raw or "").strip()
     if user and not USER_ID.match(user):
-        raise ValueError(f"user {user!r} may use letters, digits and . _ @ + - only (up to 128)")
+        raise ValueError(f"user {user!r} may use the ASCII letters, digits and . _ @ + - only (up to 128)")
     return user or None
 
 
