@@ -12,6 +12,20 @@ import requests
 
 from tests.stack import ROOT, free_port, poll
 
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1 as /proc/net writes them
+
+
+def listening_on(port: int) -> set[str]:
+    """The local addresses (hex, as in /proc/net/tcp and tcp6) that listen on a TCP port."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
 
 def test_python_m_gateway_runs_everything_with_nothing_configured(tmp_path: Path) -> None:
     port = free_port()
@@ -28,6 +42,7 @@ def test_python_m_gateway_runs_everything_with_nothing_configured(tmp_path: Path
         base = f"http://localhost:{port}"
         assert f"{base}/dev/phone" in log.read_text() and "curl" in log.read_text()
         poll(lambda: requests.get(f"{base}/readyz", timeout=2).status_code == 200, 20, what="ready")
+        assert listening_on(port) and listening_on(port) <= LOOPBACK  # not on the network (--expose)
         auth = {"Authorization": f"Bearer {key}"}
         admin_key = re.search(r"Admin key \(.*\): (\S+)", log.read_text())
         assert admin_key, log.read_text()
