@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import zlib
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -40,6 +42,38 @@ def gateway_env(db: int, **overrides: str) -> dict[str, str]:
     }
     env.update(overrides)
     return env
+
+
+def redis_dump(r: redis.Redis) -> bytes:
+    """Every key and value in a database, read with its type's command (DUMP would show a numeric
+    string as an integer), plus compressed values inflated (rq keeps job data zlib-compressed)."""
+    parts = []
+    for key in r.scan_iter():
+        kind = r.type(key)
+        parts.append(key)
+        if kind == b"string":
+            parts.append(r.get(key) or b"")
+        elif kind == b"hash":
+            parts += [item for kv in r.hgetall(key).items() for item in kv]
+        elif kind == b"list":
+            parts += r.lrange(key, 0, -1)
+        elif kind == b"set":
+            parts += list(r.smembers(key))
+        elif kind == b"zset":
+            parts += [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
+        elif kind == b"stream":
+            parts += [item for _, fields in r.xrange(key) for kv in fields.items() for item in kv]
+    for part in list(parts):
+        try:
+            parts.append(zlib.decompress(part))
+        except zlib.error:
+            pass
+    return b"\n".join(parts)
+
+
+def holds_code(dump: bytes, code: str) -> bool:
+    """Whether a code appears in a dump on its own, not as digits inside a longer number (a time)."""
+    return re.search(rb"(?<![0-9])" + code.encode() + rb"(?![0-9])", dump) is not None
 
 
 @pytest.fixture

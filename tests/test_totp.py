@@ -6,12 +6,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyotp
 import pytest
-import redis
 from rq import SimpleWorker
 
 from gateway import methods, oath, verifications
 from gateway.schemas import parse_start
 from gateway.services import Services
+from tests.conftest import redis_dump
 
 MOBILE = "+48600100200"
 PERIOD = 30
@@ -24,27 +24,6 @@ def settle_step(margin: float = 4.0, period: int = PERIOD) -> float:
         assert time.monotonic() < deadline
         time.sleep(0.05)  # waiting for the clock itself, not for another process
     return time.time()
-
-
-def redis_dump(r: redis.Redis) -> bytes:
-    """Every key and value in the test database, whatever its type."""
-    parts = []
-    for key in r.scan_iter():
-        kind = r.type(key)
-        parts.append(key)
-        if kind == b"string":
-            parts.append(r.get(key) or b"")
-        elif kind == b"hash":
-            parts += [item for kv in r.hgetall(key).items() for item in kv]
-        elif kind == b"list":
-            parts += r.lrange(key, 0, -1)
-        elif kind == b"set":
-            parts += list(r.smembers(key))
-        elif kind == b"zset":
-            parts += [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
-        elif kind == b"stream":
-            parts += [item for _, fields in r.xrange(key) for kv in fields.items() for item in kv]
-    return b"\n".join(parts)
 
 
 def enrol(client, user: str) -> pyotp.TOTP:  # type: ignore[no-untyped-def]
