@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 
@@ -26,13 +27,16 @@ def test_procfile_processes_refuse_to_start_without_a_secret_key(process: str) -
     del env["GATEWAY_SECRET_KEY"]
     command = procfile()[process].strip().replace("$PORT", env["PORT"])
     command = command.replace("python ", f"{shlex.quote(sys.executable)} ", 1)
+    proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        done = subprocess.run(["bash", "-c", f"exec {command}"], cwd=ROOT, env=env, capture_output=True,
-                              timeout=60, text=True)
+        output, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: rq's scheduler is a child process
+        proc.communicate()
         pytest.fail(f"the {process} process kept running without GATEWAY_SECRET_KEY")
-    assert done.returncode != 0
-    assert "GATEWAY_SECRET_KEY: is required" in done.stdout + done.stderr
+    assert proc.returncode != 0
+    assert "GATEWAY_SECRET_KEY: is required" in output
 
 
 def test_an_app_is_never_built_without_a_key(settings: Settings) -> None:
