@@ -72,6 +72,7 @@ class Settings:
     queue_name: str = "gateway"
     worker_class: str = "simple"
     log_level: str = "INFO"
+    metrics_dir: str | None = None
     testing: bool = False
 
     @property
@@ -256,4 +257,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         queue_name=env.get("QUEUE_NAME", "gateway"),
         worker_class=worker_class,
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )

@@ -1,4 +1,12 @@
-"""Prometheus metrics: cluster-wide counters kept in Redis, latency per process."""
+"""Prometheus metrics: cluster-wide counters kept in Redis, the rest per instance.
+
+Counts of the whole cluster (verifications, carrier errors, fallbacks) are kept in Redis by the
+scripts, so any instance answers the same, ever-growing figures. Request latency and this
+instance's own counts live in its processes; under gunicorn, prometheus_client's multiprocess
+mode (config/gunicorn.py) sums every worker of the instance, so a scrape answered by either
+worker sees the same totals. Redis counters for latency would cost a round trip per request and
+vanish whenever Redis does.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -19,15 +27,15 @@ log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry()
 REQUEST_LATENCY = Histogram(
-    "gateway_request_seconds", "HTTP request latency of this process", ["method", "endpoint", "status"],
+    "gateway_request_seconds", "HTTP request latency of this instance", ["method", "endpoint", "status"],
     registry=REGISTRY, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 PROCESS_ENDED = Counter(
-    "gateway_process_verifications_ended", "Verifications ended by this process",
+    "gateway_process_verifications_ended", "Verifications ended by this instance's web processes",
     ["channel", "status", "reason"], registry=REGISTRY,
 )
 PROCESS_STARTED = Counter(
-    "gateway_process_verifications_started", "Verifications started by this process", ["channel"], registry=REGISTRY
+    "gateway_process_verifications_started", "Verifications started by this instance", ["channel"], registry=REGISTRY
 )
 
 
@@ -79,7 +87,11 @@ class RedisCounters(Collector):
 
 
 def render(svc: "Services") -> bytes:
-    """The Prometheus text exposition of this process plus the cluster counters."""
-    registry = CollectorRegistry()
-    registry.register(RedisCounters(svc))
-    return generate_latest(REGISTRY) + generate_latest(registry)
+    """The Prometheus text exposition of this instance plus the cluster counters."""
+    local = REGISTRY
+    if svc.settings.metrics_dir:
+        local = CollectorRegistry()
+        multiprocess.MultiProcessCollector(local, path=svc.settings.metrics_dir)
+    cluster = CollectorRegistry()
+    cluster.register(RedisCounters(svc))
+    return generate_latest(local) + generate_latest(cluster)
