@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
 
-SMS_OUTCOMES = ("deliver", "reject", "failed", "undelivered", "no_dlr")
+SMS_OUTCOMES = ("deliver", "reject", "failed", "undelivered", "no_dlr", "lost")
 CALL_MODES = ("auto", "answer", "interactive", "silent", "voicemail", "busy", "no-answer", "failed")
 ACTIVE_CALL_STATUSES = ("queued", "initiated", "ringing", "in-progress")
 

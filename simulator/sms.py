@@ -79,7 +79,7 @@ class SmsEngine:
             return steps + ["failed"]
         if outcome == "undelivered":
             return steps + ["sent", "undelivered"]
-        if outcome == "no_dlr":
+        if outcome in ("no_dlr", "lost"):
             return steps + ["sent"]
         return steps + ["sent", "delivered"]
 

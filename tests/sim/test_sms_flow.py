@@ -91,6 +91,17 @@ def test_no_delivery_receipt_after_sent(sim, client, control, receiver):
     assert client.messages(message.sid).fetch().status == "sent"
 
 
+def test_a_lost_message_is_sent_and_then_nothing(sim, client, control, receiver):
+    control.behave(MOBILE, sms="lost")
+    message = _send(client, receiver)
+    receiver.wait("/status", 1)
+    wait_for(lambda: client.messages(message.sid).fetch().status == "sent", what="sent")
+    control.call("POST", f"/handsets/{MOBILE_2}/sms", {"body": "later traffic", "to": OWNED}, expect=202)
+    receiver.wait("/sms/inbound")  # the simulator has moved on; still nothing more for the lost one
+    assert [h.params()["MessageStatus"] for h in receiver.get("/status")] == ["sent"]
+    assert control.handset(MOBILE)["inbox"] == []
+
+
 def test_callback_delay(sim, client, control, receiver):
     control.behave(MOBILE, callback_delay_ms=300)
     started = time.monotonic()
