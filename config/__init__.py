@@ -19,6 +19,19 @@ MIN_ADMIN_KEY = 16
 SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
 
 
+ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}$")
+KEY_SID = re.compile(r"^SK[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class VerifyCredential:
+    """One HTTP Basic login accepted on /v2: an account's SID and token, or an API key of an account."""
+
+    username: str
+    secret: str
+    account_sid: str
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -34,6 +47,7 @@ class Settings:
     redis_url: str | None = None
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
+    verify_accounts: tuple[VerifyCredential, ...] = ()
     port: int = 8000
     public_base_url: str = "http://localhost:8000"
     twilio_account_sid: str | None = None
@@ -140,6 +154,20 @@ def _intervals(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> t
     return tuple(int(i) for i in items)
 
 
+def _verify_accounts(env: Mapping[str, str], name: str) -> tuple[VerifyCredential, ...]:
+    """AC…:token pairs and SK…:secret@AC… API keys, comma-separated."""
+    found = []
+    for item in _list(env, name):
+        username, sep, rest = item.partition(":")
+        secret, at, account = rest.rpartition("@") if KEY_SID.match(username) else (rest, "", username)
+        if not sep or not secret or (KEY_SID.match(username) and not at):
+            raise ConfigError(name, f"{username!r}: expected AC…:token or SK…:secret@AC…")
+        if not (ACCOUNT_SID.match(username) or KEY_SID.match(username)) or not ACCOUNT_SID.match(account):
+            raise ConfigError(name, f"{username!r}: SIDs are AC or SK followed by 32 lower-case hex digits")
+        found.append(VerifyCredential(username, secret, account))
+    return tuple(found)
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -219,6 +247,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         redis_url=redis_url,
         api_keys=tuple(_list(env, "GATEWAY_API_KEYS")),
         admin_keys=_admin_keys(env),
+        verify_accounts=_verify_accounts(env, "VERIFY_ACCOUNTS"),
         port=port,
         public_base_url=_url("PUBLIC_BASE_URL", env.get("PUBLIC_BASE_URL") or f"http://localhost:{port}"),
         twilio_account_sid=sid,

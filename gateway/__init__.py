@@ -12,7 +12,7 @@ def create_app(config: Settings | None = None) -> Flask:
     """Build the app from settings (the environment when none are given)."""
     import ivr
     import sms
-    from gateway import admin_api, api, metrics, ops
+    from gateway import admin_api, api, metrics, ops, verify_v2
     from gateway.errors import register_error_handlers
     from gateway.logs import configure_logging
     from gateway.services import build_services
@@ -24,7 +24,7 @@ def create_app(config: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["gateway"] = build_services(settings)
     register_error_handlers(app)
-    for blueprint in (api.bp, admin_api.bp, ops.bp, sms.bp, ivr.bp):
+    for blueprint in (api.bp, admin_api.bp, verify_v2.bp, ops.bp, sms.bp, ivr.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 from rq import Callback, Retry
 from rq.job import Job
 
-from gateway import codes
 from gateway.carrier import Action, CarrierError
 from gateway.models import Channel, Verification
 from gateway.services import Services, services
@@ -79,7 +78,7 @@ def deliver(verification_id: str, attempt: int) -> None:
         return
     channel = v.attempt.channel
     send, keep_encrypted = _senders()[channel]
-    code = codes.generate(svc.settings.code_length) if channel is not Channel.TOTP else ""
+    code = verifications.code_to_send(svc, v) if channel is not Channel.TOTP else ""
     if channel is not Channel.TOTP and not verifications.record_code(svc, v, attempt, code, keep_encrypted):
         return
     try:

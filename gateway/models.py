@@ -73,6 +73,25 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class CodeOptions:
+    """Per-verification overrides of the gateway's code settings (the /v2 Services set them)."""
+
+    length: int | None = None
+    ttl: int | None = None
+    # Twilio's rule: every send within the validity carries the same code. The code is then
+    # made at the start and kept encrypted with the verification (a CustomCode likewise).
+    same_code: bool = False
+    custom_code: str | None = None
+    org_name: str | None = None
+    share_warning: bool | None = None
+    delivery_deadline: int | None = None
+    # At most one pending verification per this key: a start finds the live one instead.
+    live_key: str | None = None
+    # Fields a layer above keeps with the verification (x_<name> in the hash).
+    tags: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class Attempt:
     """One delivery attempt on one channel."""
@@ -119,6 +138,13 @@ class Verification:
     client_ip: str | None = None
     code_encrypted: str = ""
     deadline: float | None = None
+    code_length: int | None = None
+    code_ttl: int | None = None
+    code_kept: str = ""
+    org_name: str | None = None
+    share_warning: bool | None = None
+    delivery_deadline: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def pending(self) -> bool:

@@ -5,12 +5,12 @@ import hashlib
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidRequest
 from gateway.i18n import LOCALES
-from gateway.models import Channel
+from gateway.models import Channel, CodeOptions
 
 IVR_MODES = ("confirm", "code")
 START_FIELDS = {"to", "country", "channel", "fallback", "user_id", "locale", "ivr_mode", "client_ip", "user"}
@@ -35,10 +35,11 @@ class StartRequest:
     ivr_mode: str = "confirm"
     client_ip: str | None = None
     user: dict[str, str] = field(default_factory=dict)
+    options: CodeOptions = field(default_factory=CodeOptions)
 
     def fingerprint(self) -> str:
         """A hash of the request, to tell a repeat from a different body."""
-        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True, default=list).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=list).encode()).hexdigest()
 
 
 def _object(body: Any) -> dict[str, Any]:

@@ -103,14 +103,15 @@ class Store:
         idempotency: tuple[str, str] | None,
         rate: tuple[int, int],
         key_ttl: int,
+        live_key: str | None = None,
     ) -> Outcome:
-        """Create a verification unless idempotency, a block or the rate limit says otherwise."""
+        """Create a verification unless idempotency, a live one, a block or the rate limit says otherwise."""
         vf = key_for(verification_id)
         idem_key, body_hash = (f"gw:idem:{idempotency[0]}", idempotency[1]) if idempotency else (vf, "")
         pairs = [str(item) for kv in fields.items() for item in kv]
         return self._run(
             "create",
-            [vf, idem_key, f"gw:rate:{to}", f"gw:block:{to}", f"gw:optout:{to}"],
+            [vf, idem_key, f"gw:rate:{to}", f"gw:block:{to}", f"gw:optout:{to}", f"gw:live:{live_key}" if live_key else vf],
             body_hash, 86400, rate[0], rate[1], key_ttl, verification_id,
             json.dumps(chains[0]), json.dumps(chains[1]), *pairs,
         )
@@ -119,6 +120,11 @@ class Store:
         """The verification with its attempts, or None when unknown or expired away."""
         raw = self.redis.hgetall(key_for(verification_id))
         return _decode(raw) if raw else None
+
+    def live(self, live_key: str) -> str | None:
+        """The id last started under a live key (see create), if the key is still kept."""
+        found = self.redis.get(f"gw:live:{live_key}")
+        return found.decode() if found else None
 
     def check(self, verification_id: str, mode: str, *values: str) -> Outcome:
         """Atomically compare a code's digests (one per key) or apply a verdict; count failures."""
@@ -330,4 +336,11 @@ def _decode(raw: Mapping[bytes, bytes]) -> Verification:
         client_ip=h.get("client_ip") or None,
         code_encrypted=h.get("enc", ""),
         deadline=float(h["deadline"]) if h.get("deadline") else None,
+        code_length=int(h["o_len"]) if h.get("o_len") else None,
+        code_ttl=int(h["o_ttl"]) if h.get("o_ttl") else None,
+        code_kept=h.get("keep", ""),
+        org_name=h.get("o_org") or None,
+        share_warning={"1": True, "0": False}.get(h.get("o_warn", "")),
+        delivery_deadline=int(h["o_dd"]) if h.get("o_dd") else None,
+        tags={k[2:]: v for k, v in h.items() if k.startswith("x_")},
     )

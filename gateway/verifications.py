@@ -12,7 +12,9 @@ from gateway.carrier import Action, classify
 from gateway.errors import (
     DestinationBlocked, IdempotencyConflict, NotFound, NotPending, RateLimited, TotpNotEnrolled,
 )
-from gateway.models import ATTEMPT_RANK, FAILED_ATTEMPT, AttemptStatus, Channel, Reason, Status, Verification
+from gateway.models import (
+    ATTEMPT_RANK, FAILED_ATTEMPT, AttemptStatus, Channel, CodeOptions, Reason, Status, Verification,
+)
 from gateway.schemas import StartRequest
 from gateway.services import Services
 from gateway.store import Outcome
@@ -20,9 +22,11 @@ from gateway.store import Outcome
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("gateway.audit")
 
-def ttl_for(svc: Services, channel: Channel) -> int:
-    """How long a code (or a reply, or a call) stays valid on a channel."""
+def ttl_for(svc: Services, channel: Channel, code_ttl: int | None = None) -> int:
+    """How long a code (or a reply, or a call) stays valid on a channel; code_ttl overrides SMS and calls."""
     s = svc.settings
+    if code_ttl and channel in (Channel.SMS, Channel.CALL):
+        return code_ttl
     return {
         Channel.SMS: s.sms_code_ttl,
         Channel.SMS_REPLY: s.sms_reply_timeout,
@@ -70,20 +74,23 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     if not chains[0]:
         raise DestinationBlocked(f"No requested channel can reach a {number.type.value} number.")
     verification_id = "vf_" + secrets.token_hex(16)
-    expires_at = time.time() + ttl_for(svc, chains[0][0])
+    opts = req.options
+    expires_at = time.time() + ttl_for(svc, chains[0][0], opts.ttl)
     fields = {
         "to": number.e164, "country": number.country, "ntype": number.type.value,
         "locale": req.locale, "ivr_mode": req.ivr_mode, "max": s.max_check_attempts,
         "expires": f"{expires_at:.6f}", "user_id": req.user_id or "", "client_ip": req.client_ip or "",
-        **{k: v for k, v in req.user.items()},
+        **{k: v for k, v in req.user.items()}, **_option_fields(svc, opts),
     }
     outcome = svc.store.create(
         verification_id, fields, ([c.value for c in chains[0]], [c.value for c in chains[1]]), number.e164,
         (idempotency_key, req.fingerprint()) if idempotency_key else None,
-        (s.rate_limit_per_number, s.rate_limit_window), _key_ttl(svc, expires_at),
+        (s.rate_limit_per_number, s.rate_limit_window), _key_ttl(svc, expires_at), opts.live_key,
     )
     if outcome.kind == "existing":
         return get(svc, outcome.value), False
+    if outcome.kind == "live" and outcome.verification is not None:
+        return outcome.verification, False
     if outcome.kind == "conflict":
         raise IdempotencyConflict("This Idempotency-Key was used with a different request body.")
     if outcome.kind == "blocked":
@@ -97,6 +104,23 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     return outcome.verification, True
 
 
+def _option_fields(svc: Services, opts: CodeOptions) -> dict[str, str]:
+    """The hash fields that keep a verification's own code settings."""
+    kept = opts.custom_code or (codes.generate(opts.length or svc.settings.code_length) if opts.same_code else None)
+    fields = {
+        "o_len": opts.length, "o_ttl": opts.ttl, "o_org": opts.org_name, "o_dd": opts.delivery_deadline,
+        "o_warn": None if opts.share_warning is None else int(opts.share_warning),
+        "keep": codes.encrypt(svc.key("code-cipher"), kept) if kept else None,
+    }
+    return {k: str(v) for k, v in fields.items() if v is not None} | {f"x_{k}": v for k, v in opts.tags}
+
+
+def code_to_send(svc: Services, v: Verification) -> str:
+    """The code an attempt sends: the verification's kept code when it has one, else a new one."""
+    kept = codes.decrypt(svc.keys("code-cipher"), v.code_kept) if v.code_kept else None
+    return kept or codes.generate(v.code_length or svc.settings.code_length)
+
+
 def get(svc: Services, verification_id: str) -> Verification:
     """A verification by id, ending it first if it is past its expiry."""
     v = svc.store.load(verification_id)
@@ -106,6 +130,12 @@ def get(svc: Services, verification_id: str) -> Verification:
         outcome = _ended(svc.store.finish(v.id, Status.EXPIRED, Reason.EXPIRED, only_if_due=True))
         v = outcome.verification or v
     return v
+
+
+def live(svc: Services, live_key: str) -> Verification | None:
+    """The verification last started under a live key (CodeOptions.live_key), in whatever state."""
+    found = svc.store.live(live_key)
+    return get(svc, found) if found and svc.store.load(found) else None
 
 
 def wait(svc: Services, verification_id: str, seconds: float) -> Verification:
@@ -145,6 +175,14 @@ def cancel(svc: Services, verification_id: str) -> Verification:
     return outcome.verification
 
 
+def approve(svc: Services, verification_id: str) -> Verification:
+    """Approve a pending verification without a code (the app checked a code of its own)."""
+    outcome = _ended(svc.store.finish(verification_id, Status.APPROVED, None))
+    if outcome.kind == "not_found" or outcome.verification is None:
+        raise NotFound(f"No verification {verification_id}.")
+    return outcome.verification
+
+
 def end(svc: Services, verification_id: str, attempt: int, status: Status, reason: Reason | None) -> Outcome:
     """End a verification from a channel's event (keypress, fraud report, reply), for one attempt."""
     return _ended(svc.store.finish(verification_id, status, reason, attempt=attempt))
@@ -153,8 +191,9 @@ def end(svc: Services, verification_id: str, attempt: int, status: Status, reaso
 def record_code(svc: Services, v: Verification, attempt: int, code: str, keep_encrypted: bool) -> bool:
     """Store the digest of the code a job is about to send; False when the attempt is stale."""
     channel = v.attempts[attempt - 1].channel
-    expires_at = time.time() + ttl_for(svc, channel)
-    deadline = time.time() + svc.settings.delivery_deadline if channel in fallback.SMS_CHANNELS else None
+    expires_at = time.time() + ttl_for(svc, channel, v.code_ttl)
+    wait_for = v.delivery_deadline or svc.settings.delivery_deadline
+    deadline = time.time() + wait_for if channel in fallback.SMS_CHANNELS else None
     encrypted = codes.encrypt(svc.key("code-cipher"), code) if keep_encrypted else ""
     outcome = svc.store.set_code(
         v.id, attempt, codes.digest(svc.key("code-hmac"), v.id, code), encrypted,
@@ -195,7 +234,7 @@ def delivery_failed(
 
 def _advance(svc: Services, v: Verification, step: tuple[int, Channel] | None, why: str) -> Outcome:
     position, channel = step if step else (v.position, None)
-    expires_at = time.time() + ttl_for(svc, channel) if channel else v.expires_at
+    expires_at = time.time() + ttl_for(svc, channel, v.code_ttl) if channel else v.expires_at
     error_code = v.attempt.error_code
     outcome = _ended(svc.store.advance(
         v.id, v.attempt.number, channel, position, expires_at, _key_ttl(svc, expires_at), why, error_code
@@ -206,12 +245,19 @@ def _advance(svc: Services, v: Verification, step: tuple[int, Channel] | None, w
     return outcome
 
 
-def resend(svc: Services, verification_id: str, channel: Channel | None) -> Verification:
-    """A new attempt with a new code, on the given channel or the next of the chain."""
+def resend(
+    svc: Services, verification_id: str, channel: Channel | None,
+    interval: int | None = None, max_sends: int | None = None,
+) -> Verification:
+    """A new attempt (a new code, unless the verification keeps one) on the given channel or the next."""
     v = get(svc, verification_id)
     if not v.pending:
         raise NotPending(f"Verification {verification_id} is {v.status.value}.")
-    wait_for = v.attempt.started_at + svc.settings.resend_interval - time.time()
+    # The attempt number is compared-and-set by advance, so this read cannot let a race exceed the cap.
+    if max_sends is not None and v.attempt.number >= max_sends:
+        raise RateLimited("This verification was sent the most times allowed.",
+                          retry_after=max(int(v.expires_at - time.time()), 1))
+    wait_for = v.attempt.started_at + (svc.settings.resend_interval if interval is None else interval) - time.time()
     if wait_for > 0:
         raise RateLimited("A new attempt was started moments ago.", retry_after=int(wait_for) + 1)
     step = next_channel(svc, v, forced=channel)

@@ -96,7 +96,7 @@ def answer(verification_id: str, attempt: int) -> Response:
     if is_machine(request.form.get("AnsweredBy", "")):
         verifications.machine_answered(svc, verification_id, attempt, sid)
         return twiml(flows.hang_up())
-    org = svc.settings.organization_name
+    org = v.org_name or svc.settings.organization_name
     if v.ivr_mode == "code":
         code = verifications.spoken_code(svc, outcome.verification or v)
         if code is None:
@@ -134,7 +134,7 @@ def _code_keys(svc: Services, v: Verification, attempt: int, turn: int, digits: 
         return flows.farewell(v.locale, "ended")
     if digits != flows.REPEAT_CODE or turn >= tries:
         return flows.farewell(v.locale, "goodbye")
-    return flows.read_code(v.locale, svc.settings.organization_name, code, _gather_url(v, attempt, turn + 1),
+    return flows.read_code(v.locale, v.org_name or svc.settings.organization_name, code, _gather_url(v, attempt, turn + 1),
                            first=False, offer_repeat=turn + 1 < tries)
 
 
@@ -154,7 +154,7 @@ def _menu_keys(svc: Services, v: Verification, attempt: int, turn: int, picked: 
     elif turn >= svc.settings.call_menu_tries:
         outcome = verifications.end(svc, v.id, attempt, Status.DENIED, Reason.NO_INPUT)
     else:
-        org, retry = svc.settings.organization_name, picked is flows.Choice.OTHER
+        org, retry = v.org_name or svc.settings.organization_name, picked is flows.Choice.OTHER
         return flows.menu(v.locale, org, _gather_url(v, attempt, turn + 1), retry=retry)
     return flows.farewell(v.locale, closing(outcome.verification or v))
 

@@ -5,7 +5,7 @@ import logging
 
 from gateway import i18n, verifications
 from gateway.carrier import Action, CarrierError
-from gateway.models import Verification
+from gateway.models import Channel, Verification
 from gateway.phone import mask
 from gateway.services import Services
 from gateway.webhooks import public_url
@@ -24,8 +24,9 @@ def _send(svc: Services, v: Verification, attempt: int, body: str, validity: int
 
 def send_code(svc: Services, v: Verification, attempt: int, code: str) -> str:
     """Text a one-way code; the message expires in the network with the code."""
-    ttl = svc.settings.sms_code_ttl
-    body = i18n.text(v.locale, "sms", "code", org=svc.settings.organization_name, code=code,
+    ttl = verifications.ttl_for(svc, Channel.SMS, v.code_ttl)
+    key = "code_plain" if v.share_warning is False else "code"
+    body = i18n.text(v.locale, "sms", key, org=v.org_name or svc.settings.organization_name, code=code,
                      minutes=max(ttl // 60, 1))
     return _send(svc, v, attempt, body, min(max(ttl, 1), 36000))
 

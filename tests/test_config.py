@@ -46,12 +46,24 @@ def test_values_are_parsed() -> None:
         ({"GATEWAY_SECRET_KEY": "short"}, "GATEWAY_SECRET_KEY"),
         ({"SMS_REPLY_CONFIRMATION": "maybe"}, "SMS_REPLY_CONFIRMATION"),
         ({"CONFIG_FILE": "/nonexistent.toml"}, "CONFIG_FILE"),
+        ({"VERIFY_ACCOUNTS": "AC" + "1" * 32}, "VERIFY_ACCOUNTS"),
+        ({"VERIFY_ACCOUNTS": "AC123:token"}, "VERIFY_ACCOUNTS"),
+        ({"VERIFY_ACCOUNTS": "SK" + "2" * 32 + ":secret"}, "VERIFY_ACCOUNTS"),
+        ({"VERIFY_ACCOUNTS": "SK" + "2" * 32 + ":secret@AC1"}, "VERIFY_ACCOUNTS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(env)
     assert info.value.variable == variable and variable in str(info.value)
+
+
+def test_verify_accounts_take_account_tokens_and_api_keys() -> None:
+    account, key = "AC" + "1" * 32, "SK" + "2" * 32
+    creds = load_settings({"VERIFY_ACCOUNTS": f"{account}:tok:en, {key}:sec@ret@{account}"}).verify_accounts
+    assert [(c.username, c.secret, c.account_sid) for c in creds] == [
+        (account, "tok:en", account), (key, "sec@ret", account)]
+    assert load_settings({}).verify_accounts == ()
 
 
 def test_file_is_layered_under_the_environment(tmp_path) -> None:  # type: ignore[no-untyped-def]

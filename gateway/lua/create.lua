@@ -1,7 +1,8 @@
--- KEYS: vf, idempotency (or vf again when none), rate counter, fraud block, SMS opt-out
+-- KEYS: vf, idempotency (or vf again when none), rate counter, fraud block, SMS opt-out,
+--       live key (or vf again when none): at most one pending verification per live key
 -- ARGV[5..]: body hash, idempotency ttl, rate limit, rate window, key ttl, id,
 --            chain (JSON) when not opted out, chain (JSON) when opted out, then field pairs
-local vf, idem, rate, block, optout = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local vf, idem, rate, block, optout, live = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local body_hash, idem_ttl = ARGV[5], tonumber(ARGV[6])
 local limit, window, key_ttl, id = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 if idem ~= vf then
@@ -10,6 +11,16 @@ if idem ~= vf then
     local sep = string.find(seen, '|', 1, true)
     if string.sub(seen, 1, sep - 1) == body_hash then return reply(vf, 'existing', string.sub(seen, sep + 1)) end
     return reply(vf, 'conflict', '')
+  end
+end
+if live ~= vf then
+  local current = redis.call('GET', live)
+  if current then
+    local other = 'gw:vf:' .. current
+    local expires = tonumber(redis.call('HGET', other, 'expires') or '0')
+    if redis.call('HGET', other, 'status') == 'pending' and NOW < expires then
+      return reply(other, 'live', current)
+    end
   end
 end
 if redis.call('EXISTS', block) == 1 then return reply(vf, 'blocked', 'fraud') end
@@ -25,6 +36,7 @@ redis.call('HSET', vf, 'id', id, 'status', 'pending', 'reason', '', 'created', N
            'a1:ch', first, 'a1:st', 'queued', 'a1:rk', 0, 'a1:at', NOW_S)
 for i = 13, #ARGV, 2 do redis.call('HSET', vf, ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', vf, key_ttl)
+if live ~= vf then redis.call('SET', live, id, 'EX', key_ttl) end
 if idem ~= vf then redis.call('SET', idem, body_hash .. '|' .. id, 'EX', idem_ttl) end
 redis.call('HINCRBY', 'gw:metrics:started', first, 1)
 return reply(vf, 'created', id)

@@ -24,7 +24,7 @@ end
 -- End a pending verification: set the final status, forget the code, append the
 -- audit record, count it, and wake long-polling readers. Returns the record (JSON).
 local function finish(key, stream, status, reason)
-  redis.call('HSET', key, 'status', status, 'reason', reason, 'ended', NOW_S, 'code', '', 'enc', '')
+  redis.call('HSET', key, 'status', status, 'reason', reason, 'ended', NOW_S, 'code', '', 'enc', '', 'keep', '')
   local f = redis.call('HMGET', key, 'id', 'user_id', 'first_name', 'last_name', 'email', 'to',
                        'channel', 'client_ip', 'created', 'n', 'chain', 'country')
   local record = {
