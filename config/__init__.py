@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
-CHANNELS = ("sms", "sms_reply", "call", "totp")
+CHANNELS = ("sms", "sms_reply", "call", "totp", "recovery_code")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 MIN_ADMIN_KEY = 16
 SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
@@ -61,6 +61,7 @@ class Settings:
     sms_reply_timeout: int = 60
     call_ttl: int = 300
     totp_ttl: int = 300
+    totp_enrolment_ttl: int = 600
     code_length: int = 6
     max_check_attempts: int = 5
     fallback_channels: tuple[str, ...] = ("call",)
@@ -261,6 +262,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sms_reply_timeout=_int(env, "SMS_REPLY_TIMEOUT", 60, 1, 86400),
         call_ttl=_int(env, "CALL_TTL", 300, 1, 86400),
         totp_ttl=_int(env, "TOTP_TTL", 300, 1, 86400),
+        totp_enrolment_ttl=_int(env, "TOTP_ENROLMENT_TTL", 600, 1, 86400),
         code_length=_int(env, "CODE_LENGTH", 6, 4, 10),
         max_check_attempts=_int(env, "MAX_CHECK_ATTEMPTS", 5, 1, 100),
         fallback_channels=_channels("FALLBACK_CHANNELS", _list(env, "FALLBACK_CHANNELS") if "FALLBACK_CHANNELS" in env else ["call"]),

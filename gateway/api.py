@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from gateway import methods, operators, verifications
 from gateway.auth import Scope, current_caller, guard, requires
 from gateway.errors import InvalidRequest
-from gateway.schemas import parse_code, parse_resend, parse_start
+from gateway.schemas import parse_code, parse_confirm, parse_proof, parse_resend, parse_start
 from gateway.services import services
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -78,8 +78,34 @@ def resend(verification_id: str) -> Response:
 @bp.post("/users/<user_id>/totp")
 @requires(Scope.VERIFY)
 def enrol_totp(user_id: str) -> tuple[Response, int]:
-    """Enrol an authenticator app; the secret is shown this once."""
-    return jsonify(methods.enrol_totp(services(), user_id)), 201
+    """Start enrolling an authenticator app (pending until confirmed); the secret is shown this once."""
+    return jsonify(methods.enrol_totp(services(), user_id).to_json()), 201
+
+
+@bp.post("/users/<user_id>/totp/confirm")
+@requires(Scope.VERIFY)
+def confirm_totp(user_id: str) -> Response:
+    """Activate the pending authenticator with its first code; the recovery codes are shown this once."""
+    confirmation = methods.confirm_totp(services(), user_id, parse_confirm(_json_body()), _admin())
+    if confirmation.how == "admin":
+        operators.record(services(), current_caller(), "replace_authenticator", user_id, "without proof")
+    return jsonify(confirmation.to_json())
+
+
+@bp.post("/users/<user_id>/recovery_codes")
+@requires(Scope.VERIFY)
+def regenerate_recovery_codes(user_id: str) -> Response:
+    """A new set of recovery codes (the old set stops working); shown this once."""
+    proof = parse_proof(_json_body(optional=True))
+    codes, how = methods.regenerate_recovery_codes(services(), user_id, proof, _admin())
+    if how == "admin":
+        operators.record(services(), current_caller(), "regenerate_recovery_codes", user_id, "without proof")
+    return jsonify(recovery_codes=codes)
+
+
+def _admin() -> bool:
+    """Whether the caller holds the admin scope: it changes a user's methods without proof (audited)."""
+    return current_caller().may(Scope.ADMIN)
 
 
 @bp.delete("/users/<user_id>")

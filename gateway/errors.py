@@ -36,6 +36,10 @@ class TotpNotEnrolled(GatewayError):
     code, http_status = "totp_not_enrolled", 400
 
 
+class NoRecoveryCodes(GatewayError):
+    code, http_status = "no_recovery_codes", 400
+
+
 class Unauthorized(GatewayError):
     code, http_status = "unauthorized", 401
 
@@ -48,6 +52,10 @@ class DestinationBlocked(GatewayError):
     code, http_status = "destination_blocked", 403
 
 
+class ProofRequired(GatewayError):
+    code, http_status = "proof_required", 403
+
+
 class NotFound(GatewayError):
     code, http_status = "not_found", 404
 
@@ -58,6 +66,14 @@ class IdempotencyConflict(GatewayError):
 
 class NotPending(GatewayError):
     code, http_status = "not_pending", 409
+
+
+class NoPendingAuthenticator(GatewayError):
+    code, http_status = "no_pending_authenticator", 409
+
+
+class NoActiveMethod(GatewayError):
+    code, http_status = "no_active_method", 409
 
 
 class RateLimited(GatewayError):

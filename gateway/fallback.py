@@ -7,6 +7,7 @@ from gateway import phone
 from gateway.models import Channel
 
 SMS_CHANNELS = frozenset({Channel.SMS, Channel.SMS_REPLY})
+NOTHING_SENT = frozenset({Channel.TOTP, Channel.RECOVERY_CODE})  # the user already holds the code
 _SMS_CAPABLE = frozenset(t.value for t in phone.SMS_CAPABLE)
 
 
@@ -17,6 +18,7 @@ class Reach:
     number_type: str
     opted_out: bool
     has_totp: bool
+    has_recovery: bool = False
 
     def can(self, channel: Channel) -> bool:
         """Whether the channel can reach the user at all."""
@@ -24,6 +26,8 @@ class Reach:
             return not self.opted_out and self.number_type in _SMS_CAPABLE
         if channel is Channel.TOTP:
             return self.has_totp
+        if channel is Channel.RECOVERY_CODE:
+            return self.has_recovery
         return True
 
 

@@ -9,6 +9,7 @@ from rq import Callback, Retry
 from rq.job import Job
 
 from gateway.carrier import Action, CarrierError
+from gateway.fallback import NOTHING_SENT
 from gateway.models import Channel, Verification
 from gateway.services import Services, services
 
@@ -27,6 +28,7 @@ def _senders() -> dict[Channel, tuple[Sender, bool]]:
         Channel.SMS_REPLY: (sms_outbound.send_reply_prompt, False),
         Channel.CALL: (ivr_outbound.place_call, True),
         Channel.TOTP: (lambda svc, v, attempt, code: None, False),
+        Channel.RECOVERY_CODE: (lambda svc, v, attempt, code: None, False),
     }
 
 
@@ -78,8 +80,9 @@ def deliver(verification_id: str, attempt: int) -> None:
         return
     channel = v.attempt.channel
     send, keep_encrypted = _senders()[channel]
-    code = verifications.code_to_send(svc, v) if channel is not Channel.TOTP else ""
-    if channel is not Channel.TOTP and not verifications.record_code(svc, v, attempt, code, keep_encrypted):
+    nothing_sent = channel in NOTHING_SENT
+    code = "" if nothing_sent else verifications.code_to_send(svc, v)
+    if not nothing_sent and not verifications.record_code(svc, v, attempt, code, keep_encrypted):
         return
     try:
         sid = send(svc, v, attempt, code)

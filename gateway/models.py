@@ -30,6 +30,7 @@ class Channel(str, Enum):
     SMS_REPLY = "sms_reply"
     CALL = "call"
     TOTP = "totp"
+    RECOVERY_CODE = "recovery_code"  # one of the user's single-use recovery codes; nothing is sent
 
 
 class AttemptStatus(str, Enum):

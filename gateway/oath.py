@@ -69,6 +69,10 @@ class UserMethods:
     app_secret_encrypted: str | None
     app_last_step: int | None
     tokens: tuple[StoredToken, ...]
+    known: bool = False  # the gateway keeps anything for the user (even only a pending enrolment)
+    pending_secret_encrypted: str | None = None  # an enrolment awaiting its first code; approves nothing
+    pending_expires: float = 0.0
+    recovery_codes: int = 0  # unused recovery codes left
 
     @property
     def enrolled(self) -> bool:

@@ -20,6 +20,10 @@ USER_FIELDS = {"first_name", "last_name", "email"}
 USER_ID = re.compile(r"\A[A-Za-z0-9._@+\-]{1,128}\Z")
 CODE = re.compile(r"\A[0-9]{4,10}\Z")
 EMAIL = re.compile(r"\A[^@\s]{1,64}@[^@\s]{1,255}\Z")
+# A recovery code as shown (two groups of five base32 characters), in either case, hyphen optional.
+RECOVERY_CODE = re.compile(r"\A[A-Za-z2-7]{5}-?[A-Za-z2-7]{5}\Z")
+APP_CODE = re.compile(r"\A[0-9]{6}\Z")
+VERIFICATION_ID = re.compile(r"\A[A-Za-z0-9_\-]{1,64}\Z")
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,8 @@ def parse_start(body: Any) -> StartRequest:
     if user.get("email") and not EMAIL.match(user["email"]):
         raise InvalidRequest("'user.email' is not an e-mail address.")
     channel = _channel(body.get("channel", "auto"), "channel", True)
-    if channel == Channel.TOTP.value and user_id is None:
-        raise InvalidRequest("'user_id' is required for the totp channel.")
+    if channel in (Channel.TOTP.value, Channel.RECOVERY_CODE.value) and user_id is None:
+        raise InvalidRequest(f"'user_id' is required for the {channel} channel.")
     return StartRequest(
         to=body["to"], country=country, channel=channel, fallback=fallback, user_id=user_id,
         locale=locale, ivr_mode=ivr_mode, client_ip=client_ip,
@@ -115,11 +119,48 @@ def parse_start(body: Any) -> StartRequest:
 
 
 def parse_code(body: Any) -> str:
-    """The code of a check request: 4 to 10 digits."""
+    """The code of a check request: 4 to 10 digits, or a recovery code (xxxxx-xxxxx)."""
     code = _object(body).get("code")
-    if not isinstance(code, str) or not CODE.match(code):
-        raise InvalidRequest("'code' must be a string of 4 to 10 digits.")
+    if not isinstance(code, str) or not (CODE.match(code) or RECOVERY_CODE.match(code)):
+        raise InvalidRequest("'code' must be a string of 4 to 10 digits, or a recovery code.")
     return code
+
+
+@dataclass(frozen=True)
+class ConfirmRequest:
+    """A validated POST /v1/users/<id>/totp/confirm body."""
+
+    code: str
+    verification_id: str | None
+
+
+def parse_confirm(body: Any) -> ConfirmRequest:
+    """The code from the authenticator app (6 digits) and the optional proving verification."""
+    body = _object(body)
+    unknown = set(body) - {"code", "verification_id"}
+    if unknown:
+        raise InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    code = body.get("code")
+    if not isinstance(code, str) or not APP_CODE.match(code):
+        raise InvalidRequest("'code' must be the 6 digits the authenticator app shows.")
+    return ConfirmRequest(code, _verification_id(body))
+
+
+def parse_proof(body: Any) -> str | None:
+    """The optional proving verification of a request that changes a user's methods."""
+    if body is None:
+        return None
+    body = _object(body)
+    if set(body) - {"verification_id"}:
+        raise InvalidRequest(f"Unknown field(s): {', '.join(sorted(set(body) - {'verification_id'}))}.")
+    return _verification_id(body)
+
+
+def _verification_id(body: dict[str, Any]) -> str | None:
+    value = body.get("verification_id")
+    if value is not None and (not isinstance(value, str) or not VERIFICATION_ID.match(value)):
+        raise InvalidRequest("'verification_id' must be the id of a verification.")
+    return value
 
 
 def parse_resend(body: Any) -> Channel | None:

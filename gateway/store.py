@@ -16,6 +16,7 @@ from gateway.oath import Algorithm, Params, StoredToken, UserMethods
 
 AUDIT_STREAM = "gw:audit"
 ACTIONS_STREAM = "gw:actions"
+USER_AUDIT_STREAM = "gw:audit:users"  # changes to users' methods: activations, replacements, resets
 _LUA = Path(__file__).with_name("lua")
 
 
@@ -61,6 +62,23 @@ class Outcome:
 ENDING = frozenset({"ended", "valid", "invalid_ended"})
 
 
+@dataclass(frozen=True)
+class Proof:
+    """What a change to a user's methods offers as proof: an approved verification and/or the admin scope."""
+
+    verification_id: str | None
+    admin: bool
+    max_age: int
+
+    def key(self, user_id: str) -> str:
+        """The proving verification's key (the user's own key stands for none)."""
+        return key_for(self.verification_id) if self.verification_id else user_key(user_id)
+
+    def args(self) -> tuple[object, ...]:
+        """The script arguments: max age, admin flag, verification id."""
+        return self.max_age, "1" if self.admin else "0", self.verification_id or ""
+
+
 def _server_ip() -> str:
     try:
         return socket.gethostbyname(socket.gethostname())
@@ -83,7 +101,12 @@ class Store:
         }
         self._scripts.update(
             (name, connection.register_script(prelude + (_LUA / f"{name}.lua").read_text()))
-            for name in ("user_app", "totp_use", "user_reset", "tokens_import", "token_assign")
+            for name in ("totp_use", "tokens_import", "token_assign")
+        )
+        user_lib = prelude + (_LUA / "user_lib.lua").read_text()
+        self._scripts.update(
+            (name, connection.register_script(user_lib + (_LUA / f"{name}.lua").read_text()))
+            for name in ("totp_enrol", "totp_confirm", "user_recovery", "user_reset")
         )
 
     def _run(self, name: str, keys: list[str], *args: object) -> Outcome:
@@ -126,9 +149,11 @@ class Store:
         found = self.redis.get(f"gw:live:{live_key}")
         return found.decode() if found else None
 
-    def check(self, verification_id: str, mode: str, *values: str) -> Outcome:
-        """Atomically compare a code's digests (one per key) or apply a verdict; count failures."""
-        return self._run("check", [key_for(verification_id), AUDIT_STREAM], mode, *values)
+    def check(self, verification_id: str, mode: str, *values: str, user_id: str | None = None) -> Outcome:
+        """Atomically compare a code's digests (one per key), apply a verdict, or use one of a user's
+        recovery codes; count failures."""
+        keys = [key_for(verification_id), AUDIT_STREAM] + ([user_key(user_id)] if user_id else [])
+        return self._run("check", keys, mode, *values)
 
     def finish(
         self, verification_id: str, status: Status, reason: Reason | None, attempt: int = 0, only_if_due: bool = False
@@ -255,7 +280,12 @@ class Store:
         serials = sorted(f[len("token:"):] for f in raw if f.startswith("token:"))
         tokens = tuple(t for t in self.tokens(serials) if t is not None and t.user_id == user_id)
         last = raw.get("app:last")
-        return UserMethods(user_id, raw.get("app") or None, int(last) if last else None, tokens)
+        return UserMethods(
+            user_id, raw.get("app") or None, int(last) if last else None, tokens, known=bool(raw),
+            pending_secret_encrypted=raw.get("pending") or None,
+            pending_expires=float(raw.get("pending:exp") or 0),
+            recovery_codes=sum(1 for f in raw if f.startswith("rc:")),
+        )
 
     def tokens(self, serials: list[str]) -> list[StoredToken | None]:
         """Token records by serial (None for an unknown serial), in one round trip."""
@@ -264,9 +294,24 @@ class Store:
             pipe.hgetall(token_key(serial))
         return [_decode_token(serial, raw) if raw else None for serial, raw in zip(serials, pipe.execute())]
 
-    def enrol_app(self, user_id: str, secret_encrypted: str) -> None:
-        """Set (or replace) the user's authenticator app secret."""
-        self._run("user_app", [user_key(user_id)], secret_encrypted)
+    def enrol_pending(self, user_id: str, secret_encrypted: str, ttl: int) -> float:
+        """Set the user's pending authenticator (it approves nothing yet); when it expires."""
+        return float(self._run("totp_enrol", [user_key(user_id)], secret_encrypted, ttl).value)
+
+    def confirm_app(self, user_id: str, pending_encrypted: str, step: int | None, max_fails: int,
+                    proof: Proof, recovery_digests: list[str]) -> Outcome:
+        """Activate the pending authenticator if the step matched and any needed proof holds."""
+        return self._run(
+            "totp_confirm", [user_key(user_id), proof.key(user_id), USER_AUDIT_STREAM],
+            user_id, pending_encrypted, "" if step is None else step, max_fails, *proof.args(), *recovery_digests,
+        )
+
+    def regenerate_recovery(self, user_id: str, proof: Proof, recovery_digests: list[str]) -> Outcome:
+        """Replace the user's recovery codes, given the proof a replacement needs."""
+        return self._run(
+            "user_recovery", [user_key(user_id), proof.key(user_id), USER_AUDIT_STREAM],
+            user_id, *proof.args(), *recovery_digests,
+        )
 
     def use_step(self, user_id: str, serial: str | None, secret_encrypted: str, step: int) -> bool:
         """Record a matched time step of the app (serial None) or a token; False if not later than the last."""
@@ -278,7 +323,7 @@ class Store:
 
     def reset_user(self, user_id: str) -> int:
         """Remove the user's app secret and unassign their tokens; how many methods went."""
-        return int(self._run("user_reset", [user_key(user_id)], user_id).value)
+        return int(self._run("user_reset", [user_key(user_id), USER_AUDIT_STREAM], user_id).value)
 
     def import_tokens(self, tokens: list[StoredToken], replace: bool) -> Outcome:
         """Write every token (and assignment) or none: kind 'ok', or 'exists' naming a serial."""

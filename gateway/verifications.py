@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from gateway import codes, fallback, jobs, methods, metrics, phone
 from gateway.carrier import Action, classify
 from gateway.errors import (
-    DestinationBlocked, IdempotencyConflict, NotFound, NotPending, RateLimited, TotpNotEnrolled,
+    DestinationBlocked, IdempotencyConflict, NoRecoveryCodes, NotFound, NotPending, RateLimited, TotpNotEnrolled,
 )
 from gateway.models import (
     ATTEMPT_RANK, FAILED_ATTEMPT, AttemptStatus, Channel, CodeOptions, Reason, Status, Verification,
@@ -32,6 +32,7 @@ def ttl_for(svc: Services, channel: Channel, code_ttl: int | None = None) -> int
         Channel.SMS_REPLY: s.sms_reply_timeout,
         Channel.CALL: s.call_ttl,
         Channel.TOTP: s.totp_ttl,
+        Channel.RECOVERY_CODE: s.totp_ttl,
     }[channel]
 
 
@@ -42,7 +43,8 @@ def _key_ttl(svc: Services, expires_at: float) -> int:
 def next_channel(svc: Services, v: Verification, forced: Channel | None = None) -> tuple[int, Channel] | None:
     """Apply the fallback policy to what is known now of the number and the user."""
     opted_out = svc.store.has_flag("optout", v.to)
-    reach = fallback.Reach(v.number_type, opted_out, methods.totp_enrolled(svc, v.user_id))
+    reach = fallback.Reach(v.number_type, opted_out, methods.totp_enrolled(svc, v.user_id),
+                           methods.has_recovery_codes(svc, v.user_id))
     return fallback.next_channel(v.channels, v.position, reach, forced)
 
 
@@ -66,9 +68,13 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     has_totp = wants_totp and methods.totp_enrolled(svc, req.user_id)
     if req.channel == Channel.TOTP.value and not has_totp:
         raise TotpNotEnrolled(f"User {req.user_id!r} has no authenticator app or token enrolled.")
+    wants_recovery = req.channel == Channel.RECOVERY_CODE.value or Channel.RECOVERY_CODE in chain_rest
+    has_recovery = wants_recovery and methods.has_recovery_codes(svc, req.user_id)
+    if req.channel == Channel.RECOVERY_CODE.value and not has_recovery:
+        raise NoRecoveryCodes(f"User {req.user_id!r} has no unused recovery codes.")
     chains = tuple(
         fallback.plan_chain(req.channel, chain_rest, number, s.auto_fixed_line_or_mobile,
-                            fallback.Reach(number.type.value, opted_out, has_totp))
+                            fallback.Reach(number.type.value, opted_out, has_totp, has_recovery))
         for opted_out in (False, True)
     )
     if not chains[0]:
@@ -161,6 +167,12 @@ def check(svc: Services, verification_id: str, code: str) -> tuple[Verification,
     if outcome.kind == "totp":
         verdict = methods.totp_verify(svc, outcome.verification, code)
         outcome = svc.store.check(verification_id, "verdict", "1" if verdict else "0")
+    elif outcome.kind == "recovery_code" and outcome.verification is not None:
+        user_id = outcome.verification.user_id
+        digests = methods.recovery_digests(svc, user_id, code) if user_id else []
+        # The code is used up in the same script that approves, so it works exactly once.
+        outcome = (svc.store.check(verification_id, "recovery", *digests, user_id=user_id) if digests
+                   else svc.store.check(verification_id, "verdict", "0"))
     if outcome.kind == "not_found" or outcome.verification is None:
         raise NotFound(f"No verification {verification_id}.")
     _ended(outcome)
@@ -294,8 +306,8 @@ def run_timers(svc: Services, verification_id: str) -> float | None:
 def record_sent(
     svc: Services, verification_id: str, attempt: int, channel: Channel, sid: str | None
 ) -> Verification | None:
-    """Note that the carrier accepted an attempt (a TOTP attempt is ready at once)."""
-    status = AttemptStatus.SENT if channel is Channel.TOTP else AttemptStatus.QUEUED
+    """Note that the carrier accepted an attempt (a TOTP or recovery-code attempt is ready at once)."""
+    status = AttemptStatus.SENT if channel in fallback.NOTHING_SENT else AttemptStatus.QUEUED
     return svc.store.attempt_status(verification_id, attempt, status, ATTEMPT_RANK[status], None, sid).verification
 
 

@@ -9,7 +9,7 @@ import pytest
 from rq import SimpleWorker
 
 from gateway import methods, oath, verifications
-from gateway.schemas import parse_start
+from gateway.schemas import ConfirmRequest, parse_start
 from gateway.services import Services
 from tests.conftest import redis_dump
 
@@ -27,9 +27,16 @@ def settle_step(margin: float = 4.0, period: int = PERIOD) -> float:
 
 
 def enrol(client, user: str) -> pyotp.TOTP:  # type: ignore[no-untyped-def]
+    """Enrol and confirm an app, as if confirmed ten steps ago (so no recent step is used up)."""
     r = client.post(f"/v1/users/{user}/totp")
     assert r.status_code == 201, r.get_json()
-    return pyotp.parse_uri(r.get_json()["otpauth_uri"])  # type: ignore[return-value]
+    totp: pyotp.TOTP = pyotp.parse_uri(r.get_json()["otpauth_uri"])  # type: ignore[assignment]
+    svc: Services = client.application.extensions["gateway"]
+    then = time.time() - 10 * PERIOD
+    with client.application.app_context():
+        done = methods.confirm_totp(svc, user, ConfirmRequest(totp.at(then), None), admin=False, now=then)
+    assert done.status == "active"
+    return totp
 
 
 def start_totp(client, user: str):  # type: ignore[no-untyped-def]
@@ -53,7 +60,7 @@ def test_enrol_returns_a_scannable_uri_and_the_secret_once(app, client, redis_db
     r = client.post("/v1/users/alice@example.com/totp")
     assert r.status_code == 201
     body = r.get_json()
-    assert set(body) == {"otpauth_uri", "secret"}
+    assert set(body) == {"otpauth_uri", "secret", "status", "expires_at"} and body["status"] == "pending"
     uri = urlsplit(body["otpauth_uri"])
     query = parse_qs(uri.query)
     assert uri.scheme == "otpauth" and uri.netloc == "totp"
@@ -65,7 +72,8 @@ def test_enrol_returns_a_scannable_uri_and_the_secret_once(app, client, redis_db
     dump = redis_dump(redis_db)
     assert body["secret"].encode() not in dump and body["secret"].lower().encode() not in dump
     assert totp.byte_secret() not in dump
-    assert redis_db.exists("gw:user:alice@example.com") and redis_db.ttl("gw:user:alice@example.com") == -1
+    # Only a pending enrolment so far: the user's record goes away with it unless confirmed.
+    assert 590 <= redis_db.ttl("gw:user:alice@example.com") <= 600
 
 
 def test_issuer_is_the_organisation_name(settings, redis_db) -> None:  # type: ignore[no-untyped-def]
@@ -133,14 +141,14 @@ def test_wrong_codes_count_down_to_denied(client) -> None:
     assert check(client, vid, totp.at(time.time()))["valid"] is False
 
 
-def test_re_enrolling_replaces_the_secret(client) -> None:
+def test_re_enrolling_without_confirmation_replaces_nothing(client) -> None:
     old = enrol(client, "gina")
-    new = enrol(client, "gina")
+    new = pyotp.parse_uri(client.post("/v1/users/gina/totp").get_json()["otpauth_uri"])
     now = settle_step()
     vid = start_totp(client, "gina").get_json()["id"]
     if old.at(now) != new.at(now):
-        assert check(client, vid, old.at(now))["valid"] is False
-    assert check(client, vid, new.at(now))["valid"] is True
+        assert check(client, vid, new.at(now))["valid"] is False
+    assert check(client, vid, old.at(now))["valid"] is True
 
 
 def test_reset_removes_every_method(app, client, admin, redis_db) -> None:

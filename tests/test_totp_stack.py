@@ -45,6 +45,9 @@ def test_app_code_approves_once_across_processes(stack: Stack) -> None:
     r = stack.api("POST", "/v1/users/olga/totp")
     assert r.status_code == 201
     app = pyotp.parse_uri(r.json()["otpauth_uri"])
+    # Confirmed with the previous step's code, so the current step is still unused.
+    r = stack.api("POST", "/v1/users/olga/totp/confirm", {"code": app.at(time.time() - 30)})
+    assert r.status_code == 200 and r.json()["status"] == "active"
     first = totp_start(stack, "olga")
     code = app.at(settled_now())
     assert stack.check(first["id"], code)["status"] == "approved"

@@ -1,7 +1,8 @@
--- KEYS: vf, audit stream. ARGV[5..]: mode ('digest' or 'verdict'), then the verdict ('1'/'0') or
--- the candidate's digests: one per server key (the current one, then GATEWAY_SECRET_KEY_PREVIOUS),
--- so a code digested before a key rotation still checks.
--- A right code approves exactly once; wrong ones count toward the limit.
+-- KEYS: vf, audit stream[, user hash for 'recovery']. ARGV[5..]: mode ('digest', 'verdict' or
+-- 'recovery'), then the verdict ('1'/'0') or the candidate's digests: one per server key (the
+-- current one, then GATEWAY_SECRET_KEY_PREVIOUS), so a code digested before a key rotation
+-- still checks. A right code approves exactly once; wrong ones count toward the limit. A
+-- recovery code is removed as it approves, so each works once across every instance.
 -- The digests compared here are HMACs under a key Redis never sees, so the timing of
 -- this comparison tells an attacker nothing about the code (the double-HMAC argument).
 local vf, stream = KEYS[1], KEYS[2]
@@ -13,11 +14,19 @@ local expired = expire_if_due(vf, stream)
 if expired then return reply(vf, 'ended', expired) end
 local ok
 if mode == 'digest' then
-  if hget(vf, 'channel') == 'totp' then return reply(vf, 'totp', '') end
+  local channel = hget(vf, 'channel')
+  if channel == 'totp' or channel == 'recovery_code' then return reply(vf, channel, '') end
   local code = hget(vf, 'code') or ''
   ok = false
   for i = FIRST_DIGEST, #ARGV do
     if code ~= '' and code == ARGV[i] then ok = true end
+  end
+elseif mode == 'recovery' then
+  ok = false
+  if hget(vf, 'channel') == 'recovery_code' then
+    for i = FIRST_DIGEST, #ARGV do
+      if not ok and redis.call('HDEL', KEYS[3], 'rc:' .. ARGV[i]) == 1 then ok = true end
+    end
   end
 else
   ok = given == '1'

@@ -14,4 +14,5 @@ if old == user then return {'unchanged', old} end
 if old ~= '' then return {'assigned_elsewhere', old} end
 redis.call('HSET', token, 'user', user)
 redis.call('HSET', 'gw:user:' .. user, 'token:' .. serial, NOW_S)
+redis.call('PERSIST', 'gw:user:' .. user)  -- a user who only had a pending enrolment keeps the token
 return {'assigned', user}

@@ -17,6 +17,9 @@ for i, key in ipairs(KEYS) do
   redis.call('DEL', key)
   redis.call('HSET', key, 'serial', serial, 'secret', arg(i, 2), 'digits', arg(i, 3), 'period', arg(i, 4),
              'algorithm', arg(i, 5), 'drift', arg(i, 6), 'user', user, 'imported', NOW_S)
-  if user ~= '' then redis.call('HSET', 'gw:user:' .. user, 'token:' .. serial, NOW_S) end
+  if user ~= '' then
+    redis.call('HSET', 'gw:user:' .. user, 'token:' .. serial, NOW_S)
+    redis.call('PERSIST', 'gw:user:' .. user)  -- a user who only had a pending enrolment keeps it
+  end
 end
 return {'ok', tostring(#KEYS)}
