@@ -11,6 +11,7 @@ from typing import Any
 import pyotp
 import pytest
 
+from tests.conftest import ADMIN_KEY
 from tests.stack import LOGS, Stack, poll
 
 DB = 13
@@ -198,3 +199,25 @@ def test_regenerating_recovery_codes_needs_proof_and_voids_the_old_set(stack: St
     assert stack.check(v["id"], new_codes[0])["valid"] is True
     assert stack.api("POST", "/v1/users/nobody-known/recovery_codes").status_code == 404
     assert [e["event"] for e in user_events(stack, "hal")][-1] == "recovery_codes_regenerated"
+
+
+def test_the_admin_scope_replaces_without_proof_and_is_recorded(stack: Stack) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    old, _ = activate(stack, "ivy")
+    new, _ = enrol(stack, "ivy")
+    now = settled_now()
+    assert confirm(stack, "ivy", new.at(now)).status_code == 403  # a verify key needs proof
+    r = stack.api("POST", "/v1/users/ivy/totp/confirm", {"code": new.at(now)}, headers=admin)
+    assert r.status_code == 200 and len(r.json()["recovery_codes"]) == 10
+    if old.at(now + PERIOD) != new.at(now + PERIOD):
+        assert totp_check(stack, "ivy", old.at(now + PERIOD))["valid"] is False
+    event = user_events(stack, "ivy")[-1]
+    assert (event["event"], event["how"], event["proof_verification_id"]) == ("authenticator_replaced", "admin", "")
+    actions = [{k.decode(): v.decode() for k, v in f.items()} for _, f in stack.redis.xrange("gw:actions")]
+    assert any(a["action"] == "replace_authenticator" and a["target"] == "ivy" and a["key_id"] for a in actions)
+    r = stack.api("POST", "/v1/users/ivy/recovery_codes", headers=admin)
+    assert r.status_code == 200 and len(r.json()["recovery_codes"]) == 10
+    # The lost-phone reset is audited too, and afterwards a new app needs no proof.
+    assert stack.api("DELETE", "/v1/users/ivy", headers=admin).status_code == 204
+    assert user_events(stack, "ivy")[-1]["event"] == "methods_reset"
+    activate(stack, "ivy")
