@@ -12,7 +12,7 @@ def _checker(verification_id: str, code: str, barrier, results) -> None:  # type
     app = create_app(load_settings(gateway_env(TEST_DB)))  # a separate gateway instance
     svc = app.extensions["gateway"]
     svc.redis.ping()
-    barrier.wait(10)
+    barrier.wait(60)  # spawning 20 interpreters takes long on a loaded machine
     _, valid = verifications.check(svc, verification_id, code)
     results.put(valid)
 
@@ -29,7 +29,7 @@ def _race(settings, code_given: str, codes: list[str]) -> list[bool]:  # type: i
     procs = [ctx.Process(target=_checker, args=(v.id, c, barrier, results)) for c in codes]
     for p in procs:
         p.start()
-    outcomes = [results.get(timeout=60) for _ in procs]
+    outcomes = [results.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(30)
     return outcomes

@@ -41,7 +41,7 @@ def test_twenty_processes_racing_one_recovery_code_are_accepted_once(app, client
     procs = [ctx.Process(target=_checker, args=(vid, codes[0], barrier, results)) for vid in vids]
     for p in procs:
         p.start()
-    outcomes = [results.get(timeout=90) for _ in procs]
+    outcomes = [results.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(30)
     assert outcomes.count(True) == 1
