@@ -11,8 +11,8 @@ import pyotp
 from gateway import create_app, methods, oath, verifications
 from gateway.schemas import parse_start
 from gateway.services import Services
+from tests.conftest import API_KEY, redis_dump
 from tests.test_concurrency import _checker  # a separate gateway instance per process
-from tests.test_totp import redis_dump
 from tests.stack import poll
 
 PERIOD = 30
@@ -123,3 +123,17 @@ def test_an_operator_token_is_active_at_once_and_keeps_a_pending_only_user(app, 
     v, _ = verifications.start(svc, parse_start({"to": "+48600400902", "channel": "totp", "user_id": "yul"}), None)
     _, valid = verifications.check(svc, v.id, pyotp.TOTP(secret).at(time.time()))
     assert valid is True
+
+
+def test_recovery_codes_and_a_pending_app_survive_a_key_rotation(settings, redis_db) -> None:  # type: ignore[no-untyped-def]
+    before = create_app(settings).test_client()
+    before.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+    _, codes = activate(before, "kim")
+    pending = pyotp.parse_uri(before.post("/v1/users/kim/totp").get_json()["otpauth_uri"])
+    rotated = create_app(settings.replace(secret_key="n" * 40, previous_secret_keys=(settings.secret_key,)))
+    after = rotated.test_client()
+    after.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+    vid = recovery_verification(rotated.extensions["gateway"], "kim", 950)
+    assert after.post(f"/v1/verifications/{vid}/check", json={"code": codes[0]}).get_json()["valid"] is True
+    r = after.post("/v1/users/kim/totp/confirm", json={"code": pending.at(time.time()), "verification_id": vid})
+    assert r.status_code == 200 and r.get_json()["status"] == "active"
