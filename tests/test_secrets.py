@@ -7,6 +7,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 
 import pyotp
 import pytest
@@ -62,6 +63,8 @@ def test_a_rotated_key_still_checks_and_decrypts_what_the_old_key_made(settings:
     spoken_vid = start(old, to="+48600100201").get_json()["id"]
     give_code(old_app, spoken_vid, "135791")
     totp = pyotp.parse_uri(old.post("/v1/users/rita/totp").get_json()["otpauth_uri"])
+    # Confirmed with the previous step's code, leaving the current step for the check below.
+    assert old.post("/v1/users/rita/totp/confirm", json={"code": totp.at(time.time() - 30)}).status_code == 200
 
     rotated_app = create_app(settings.replace(secret_key=NEW, previous_secret_keys=(OLD,)))
     rotated = client_of(rotated_app)
@@ -86,7 +89,7 @@ def test_a_rotated_key_still_checks_and_decrypts_what_the_old_key_made(settings:
     assert codes.decrypt([codes.derive_key(NEW, "code-cipher")], stored[b"enc"].decode()) == "975310"
     assert codes.decrypt([codes.derive_key(OLD, "code-cipher")], stored[b"enc"].decode()) is None
     enrolled = pyotp.parse_uri(rotated.post("/v1/users/sam/totp").get_json()["otpauth_uri"])
-    secret_encrypted = redis_db.hget("gw:user:sam", "app")
+    secret_encrypted = redis_db.hget("gw:user:sam", "pending")  # pending until confirmed
     assert secret_encrypted is not None
     assert codes.decrypt([codes.derive_key(NEW, "totp-cipher")], secret_encrypted.decode()) == enrolled.secret
 
