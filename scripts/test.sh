@@ -14,6 +14,12 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# The /v2 test drives the official twilio npm package (tests/node, pinned by its lockfile)
+# under the machine's Node.js; where node and npm exist a failed install fails the run.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 # The tests need a real Redis: REDIS_URL, or one on 127.0.0.1:6379 (started here if absent).
 if [ -z "${REDIS_URL:-}" ] && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   if command -v redis-server >/dev/null 2>&1; then

@@ -51,7 +51,7 @@ def _locale(form: Mapping[str, str]) -> str:
     if not forms.LOCALE.match(value):
         raise invalid("Locale", "a language tag like en or pt-BR")
     language = value.split("-")[0]
-    return language if language in i18n.available() else i18n.DEFAULT
+    return language if language in i18n.LOCALES else i18n.DEFAULT
 
 
 def parse_create(form: Mapping[str, str], service: Service) -> CreateRequest:
