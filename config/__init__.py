@@ -62,6 +62,7 @@ class Settings:
     call_ttl: int = 300
     totp_ttl: int = 300
     totp_enrolment_ttl: int = 600
+    authenticator_notice_sms: bool = True
     code_length: int = 6
     max_check_attempts: int = 5
     fallback_channels: tuple[str, ...] = ("call",)
@@ -263,6 +264,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         call_ttl=_int(env, "CALL_TTL", 300, 1, 86400),
         totp_ttl=_int(env, "TOTP_TTL", 300, 1, 86400),
         totp_enrolment_ttl=_int(env, "TOTP_ENROLMENT_TTL", 600, 1, 86400),
+        authenticator_notice_sms=_bool(env, "AUTHENTICATOR_NOTICE_SMS", True),
         code_length=_int(env, "CODE_LENGTH", 6, 4, 10),
         max_check_attempts=_int(env, "MAX_CHECK_ATTEMPTS", 5, 1, 100),
         fallback_channels=_channels("FALLBACK_CHANNELS", _list(env, "FALLBACK_CHANNELS") if "FALLBACK_CHANNELS" in env else ["call"]),

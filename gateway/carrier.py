@@ -99,13 +99,13 @@ class Carrier:
         self.client.edge = None
         self.client.api.base_url = base_url
 
-    def send_sms(self, to: str, body: str, sender: str, status_callback: str, validity: int) -> str:
-        """Create a message and return its SID."""
-        sender_args = {"messaging_service_sid": sender} if sender.startswith("MG") else {"from_": sender}
+    def send_sms(self, to: str, body: str, sender: str, status_callback: str | None, validity: int) -> str:
+        """Create a message and return its SID (no status callback for a notice that tracks nothing)."""
+        extra = {"messaging_service_sid": sender} if sender.startswith("MG") else {"from_": sender}
+        if status_callback:
+            extra["status_callback"] = status_callback
         with _translated_errors():
-            message = self.client.messages.create(
-                to=to, body=body, status_callback=status_callback, validity_period=validity, **sender_args
-            )
+            message = self.client.messages.create(to=to, body=body, validity_period=validity, **extra)
         return str(message.sid)
 
     def place_call(self, call: CallRequest) -> str:

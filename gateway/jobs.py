@@ -32,11 +32,15 @@ def _senders() -> dict[Channel, tuple[Sender, bool]]:
     }
 
 
+def _retry(svc: Services) -> Retry | None:
+    """Backoff for transient carrier trouble (429, 5xx, network); then the job gives up."""
+    intervals = list(svc.settings.delivery_retry_intervals)
+    return Retry(max=len(intervals), interval=intervals) if intervals else None
+
+
 def enqueue_delivery(svc: Services, verification_id: str, attempt: int) -> Job:
     """Queue the delivery of one attempt."""
-    # Backoff for transient carrier trouble (429, 5xx, network); then the channel is given up.
-    intervals = list(svc.settings.delivery_retry_intervals)
-    retry = Retry(max=len(intervals), interval=intervals) if intervals else None
+    retry = _retry(svc)
     # One pipeline: rq's job save and queue push go to Redis in a single round trip.
     with svc.redis.pipeline() as pipe:
         job = svc.queue.enqueue_call(
@@ -45,6 +49,30 @@ def enqueue_delivery(svc: Services, verification_id: str, attempt: int) -> Job:
         )
         pipe.execute()
     return job
+
+
+def enqueue_authenticator_notice(svc: Services, user_id: str, verification_id: str | None) -> Job:
+    """Queue the SMS that tells a user a new authenticator was added (when a number is on file)."""
+    return svc.queue.enqueue_call(notify_authenticator, args=(user_id, verification_id), retry=_retry(svc),
+                                  timeout=60, result_ttl=0, failure_ttl=86400)
+
+
+def notify_authenticator(user_id: str, verification_id: str | None) -> None:
+    """Text the user's number on file that a new authenticator was added; nothing when none is known."""
+    from gateway import methods
+    from sms import outbound as sms_outbound
+
+    svc = services()
+    target = methods.number_on_file(svc, user_id, verification_id)
+    if target is None:
+        log.info("authenticator notice for user %s: no number on file", user_id)
+        return
+    try:
+        sms_outbound.send_authenticator_notice(svc, target.to, target.locale)
+    except CarrierError as exc:
+        log.warning("authenticator notice for user %s: %s", user_id, exc)
+        if exc.action is Action.RETRY:
+            raise
 
 
 def schedule_timers(svc: Services, verification_id: str, when: float) -> None:

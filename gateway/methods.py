@@ -152,6 +152,10 @@ def confirm_totp(
         log.info("wrong confirmation code for user %s (%s)", user_id, outcome.kind)
         return Confirmation("pending" if outcome.kind == "invalid" else "denied", [], int(outcome.value))
     _audited(outcome.kind, user_id, outcome.value, req.verification_id)
+    if svc.settings.authenticator_notice_sms:
+        from gateway import jobs
+
+        jobs.enqueue_authenticator_notice(svc, user_id, req.verification_id if outcome.value == "proof" else None)
     return Confirmation("active", recovery, how=outcome.value)
 
 
@@ -203,6 +207,30 @@ def recovery_digests(svc: "Services", user_id: str, code: str) -> list[str]:
         return []
     normal = code.replace("-", "").lower()
     return [codes.digest(key, user_id, normal) for key in svc.keys(RECOVERY_HMAC)]
+
+
+@dataclass(frozen=True)
+class NoticeTarget:
+    """Where to tell a user about a change to their sign-in: the number on file and its language."""
+
+    to: str
+    locale: str
+
+
+def number_on_file(svc: "Services", user_id: str, verification_id: str | None) -> NoticeTarget | None:
+    """The user's number: of the proving verification, else of their newest approved one still audited."""
+    from gateway import audit
+
+    v = svc.store.load(verification_id) if verification_id else None
+    if v is None or v.user_id != user_id:
+        page = audit.search(svc, audit.Filters(user_id=user_id, status="approved", limit=1))
+        if not page.records:
+            return None
+        found = page.records[0]
+        v = svc.store.load(str(found["verification_id"]))
+        if v is None:
+            return NoticeTarget(str(found["phone_number"]), "en")
+    return NoticeTarget(v.to, v.locale)
 
 
 def has_recovery_codes(svc: "Services", user_id: str | None) -> bool:

@@ -11,6 +11,7 @@ from gateway.services import Services
 from gateway.webhooks import public_url
 
 log = logging.getLogger(__name__)
+NOTICE_VALIDITY = 3600  # a notice still tells the user something an hour late; later it would confuse
 
 
 def _send(svc: Services, v: Verification, attempt: int, body: str, validity: int) -> str:
@@ -29,6 +30,16 @@ def send_code(svc: Services, v: Verification, attempt: int, code: str) -> str:
     body = i18n.text(v.locale, "sms", key, org=v.org_name or svc.settings.organization_name, code=code,
                      minutes=max(ttl // 60, 1))
     return _send(svc, v, attempt, body, min(max(ttl, 1), 36000))
+
+
+def send_authenticator_notice(svc: Services, to: str, locale: str) -> str:
+    """Tell the user by SMS that a new authenticator was added to their sign-in (NIST SP 800-63B §6.1.2.1)."""
+    if svc.carrier is None or not svc.settings.sms_from:
+        raise CarrierError(None, None, "no carrier or SMS_FROM configured", Action.STOP)
+    body = i18n.text(locale, "sms", "authenticator_added", org=svc.settings.organization_name)
+    sid = svc.carrier.send_sms(to, body, svc.settings.sms_from, None, NOTICE_VALIDITY)
+    log.info("authenticator notice %s sent to %s", sid, mask(to))
+    return sid
 
 
 def reply_window(seconds: int) -> str:

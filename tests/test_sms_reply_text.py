@@ -88,7 +88,7 @@ def test_the_prompt_fits_one_gsm7_segment(locale: str, org: str, seconds: int) -
 
 
 @pytest.mark.parametrize("locale", ["en", "pl"])
-@pytest.mark.parametrize("key", ["code", "code_plain", "reply_approved", "help"])
+@pytest.mark.parametrize("key", ["code", "code_plain", "reply_approved", "help", "authenticator_added"])
 def test_other_sms_texts_fit_one_gsm7_segment(locale: str, key: str) -> None:
     body = i18n.text(locale, "sms", key, org="O" * 60, code="1234567890", minutes=1440)
     length = septets(body)

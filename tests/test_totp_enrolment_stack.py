@@ -60,9 +60,9 @@ def activate(stack: Stack, user: str) -> tuple[pyotp.TOTP, list[str]]:
     return app, r.json()["recovery_codes"]
 
 
-def sms_approved(stack: Stack, user: str) -> str:
+def sms_approved(stack: Stack, user: str, to: str | None = None) -> str:
     """A verification of the user approved by SMS just now: the proof a replacement needs."""
-    to = new_number()
+    to = to or new_number()
     v = stack.start_verification(to, channel="sms", user_id=user)
     assert stack.check(v["id"], stack.sms_code(to))["status"] == "approved"
     return v["id"]  # type: ignore[no-any-return]
@@ -71,6 +71,14 @@ def sms_approved(stack: Stack, user: str) -> str:
 def totp_check(stack: Stack, user: str, code: str) -> dict[str, Any]:
     v = stack.start_verification(new_number(), channel="totp", user_id=user)
     return stack.check(v["id"], code)
+
+
+def notice_to(stack: Stack, number: str) -> str:
+    """The text of the authenticator notice a handset received (waits for it)."""
+    def received() -> str | None:
+        return next((m["body"] for m in stack.inbox(number) if "authenticator" in m["body"]), None)
+
+    return poll(received, 30, what=f"the authenticator notice to {number}")
 
 
 def user_events(stack: Stack, user: str) -> list[dict[str, str]]:
@@ -147,7 +155,8 @@ def test_replacement_without_proof_is_refused_and_changes_nothing(stack: Stack) 
 def test_replacement_with_proof_works_once_and_is_audited(stack: Stack) -> None:
     old, old_codes = activate(stack, "fay")
     new, enrolment = enrol(stack, "fay")
-    proof = sms_approved(stack, "fay")
+    phone = new_number()
+    proof = sms_approved(stack, "fay", phone)
     now = settled_now()
     r = confirm(stack, "fay", new.at(now - PERIOD), proof)
     assert r.status_code == 200 and r.json()["status"] == "active"
@@ -159,6 +168,8 @@ def test_replacement_with_proof_works_once_and_is_audited(stack: Stack) -> None:
     # One sign-in proves one change: the same verification cannot replace again.
     again, _ = enrol(stack, "fay")
     assert confirm(stack, "fay", again.at(time.time()), proof).status_code == 403
+    notice = notice_to(stack, phone)
+    assert "a new authenticator was added to your sign-in" in notice
     events = user_events(stack, "fay")
     assert [(e["event"], e["how"]) for e in events] == [("authenticator_activated", "first"), ("authenticator_replaced", "proof")]
     assert events[1]["proof_verification_id"] == proof and events[1]["server_name"]
@@ -204,6 +215,8 @@ def test_regenerating_recovery_codes_needs_proof_and_voids_the_old_set(stack: St
 def test_the_admin_scope_replaces_without_proof_and_is_recorded(stack: Stack) -> None:
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     old, _ = activate(stack, "ivy")
+    phone = new_number()
+    sms_approved(stack, "ivy", phone)  # the number on file: her newest approved verification
     new, _ = enrol(stack, "ivy")
     now = settled_now()
     assert confirm(stack, "ivy", new.at(now)).status_code == 403  # a verify key needs proof
@@ -213,6 +226,7 @@ def test_the_admin_scope_replaces_without_proof_and_is_recorded(stack: Stack) ->
         assert totp_check(stack, "ivy", old.at(now + PERIOD))["valid"] is False
     event = user_events(stack, "ivy")[-1]
     assert (event["event"], event["how"], event["proof_verification_id"]) == ("authenticator_replaced", "admin", "")
+    assert "new authenticator" in notice_to(stack, phone)  # the user learns of it, even from an admin
     actions = [{k.decode(): v.decode() for k, v in f.items()} for _, f in stack.redis.xrange("gw:actions")]
     assert any(a["action"] == "replace_authenticator" and a["target"] == "ivy" and a["key_id"] for a in actions)
     r = stack.api("POST", "/v1/users/ivy/recovery_codes", headers=admin)
