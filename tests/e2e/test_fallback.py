@@ -35,7 +35,11 @@ def enrolled_user(stack: Stack) -> tuple[str, pyotp.TOTP]:
     user = f"user{next(_users)}"
     r = stack.api("POST", f"/v1/users/{user}/totp")
     assert r.status_code == 201
-    return user, pyotp.parse_uri(r.json()["otpauth_uri"])
+    app = pyotp.parse_uri(r.json()["otpauth_uri"])
+    # Confirmed with the previous step's code: the app is active and the current step unused.
+    r = stack.api("POST", f"/v1/users/{user}/totp/confirm", {"code": app.at(time.time() - 30)})
+    assert r.status_code == 200, r.text
+    return user, app
 
 
 def fresh_code(app: pyotp.TOTP) -> str:
