@@ -13,6 +13,9 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
+from config.prices import DEFAULT_FILE as DEFAULT_PRICE_FILE
+from config.prices import PriceList, load_prices
+
 CHANNELS = ("sms", "sms_reply", "call", "totp", "recovery_code")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 MIN_ADMIN_KEY = 16
@@ -82,6 +85,7 @@ class Settings:
     rate_limit_per_number: int = 5
     rate_limit_window: int = 600
     resend_interval: int = 30
+    abuse: "AbuseSettings" = field(default_factory=lambda: AbuseSettings())
     delivery_retry_intervals: tuple[int, ...] = (2, 5, 15)
     max_body_bytes: int = 16 * 1024
     server_name: str = field(default_factory=socket.gethostname)
@@ -101,6 +105,31 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+@dataclass(frozen=True)
+class AbuseSettings:
+    """Limits, breakers and budgets against abuse and toll fraud (docs/abuse.md); 0 turns a limit off."""
+
+    max_sends_per_verification: int = 5
+    per_number_any_client: int = 10
+    per_ip: int = 30
+    per_user: int = 10
+    per_country: int = 1000
+    global_per_minute: int = 600
+    checks_per_user: int = 10
+    confirm_calls_per_hour: int = 3
+    pumping_min_sends: int = 20
+    pumping_country_min_sends: int = 100
+    pumping_min_conversion: float = 0.2
+    pumping_window: int = 3600
+    pumping_cooloff: int = 3600
+    converted_memory: int = 90 * 86400
+    daily_budget: float = 100.0
+    daily_budget_per_country: float = 25.0
+    allow_voip: bool = True
+    allow_unknown_type: bool = False
+    prices: PriceList = field(default_factory=PriceList)
+
+
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -111,6 +140,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
         raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(name, f"expected a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"must be between {low:g} and {high:g}, got {value:g}")
     return value
 
 
@@ -189,6 +231,38 @@ def _admin_keys(env: Mapping[str, str]) -> tuple[str, ...]:
     return keys
 
 
+def _abuse(env: Mapping[str, str], per_number: int) -> AbuseSettings:
+    """The abuse and toll-fraud settings (docs/abuse.md)."""
+    price_file = Path(env.get("PRICE_FILE") or DEFAULT_PRICE_FILE)
+    if not price_file.is_absolute() and not price_file.exists():
+        price_file = Path(__file__).parent / price_file
+    try:
+        prices = load_prices(price_file)
+    except ValueError as exc:
+        raise ConfigError("PRICE_FILE", str(exc)) from None
+    return AbuseSettings(
+        max_sends_per_verification=_int(env, "MAX_SENDS_PER_VERIFICATION", 5, 1, 50),
+        per_number_any_client=_int(env, "RATE_LIMIT_PER_NUMBER_ANY_CLIENT", 2 * per_number, 0, 1000000),
+        per_ip=_int(env, "RATE_LIMIT_PER_IP", 30, 0, 1000000),
+        per_user=_int(env, "RATE_LIMIT_PER_USER", 10, 0, 1000000),
+        per_country=_int(env, "RATE_LIMIT_PER_COUNTRY", 1000, 0, 10000000),
+        global_per_minute=_int(env, "GLOBAL_SENDS_PER_MINUTE", 600, 0, 10000000),
+        checks_per_user=_int(env, "RATE_LIMIT_CHECKS_PER_USER", 10, 0, 1000000),
+        confirm_calls_per_hour=_int(env, "CONFIRM_CALLS_PER_NUMBER_HOUR", 3, 0, 1000),
+        pumping_min_sends=_int(env, "PUMPING_MIN_SENDS", 20, 0, 1000000),
+        pumping_country_min_sends=_int(env, "PUMPING_COUNTRY_MIN_SENDS", 100, 0, 10000000),
+        pumping_min_conversion=_float(env, "PUMPING_MIN_CONVERSION", 0.2, 0.0, 1.0),
+        pumping_window=_int(env, "PUMPING_WINDOW", 3600, 60, 7 * 86400),
+        pumping_cooloff=_int(env, "PUMPING_COOLOFF", 3600, 1, 30 * 86400),
+        converted_memory=_int(env, "CONVERTED_NUMBER_MEMORY", 90 * 86400, 0, 3650 * 86400),
+        daily_budget=_float(env, "DAILY_BUDGET", 100.0, 0.0, 1e9),
+        daily_budget_per_country=_float(env, "DAILY_BUDGET_PER_COUNTRY", 25.0, 0.0, 1e9),
+        allow_voip=_bool(env, "ALLOW_VOIP_NUMBERS", True),
+        allow_unknown_type=_bool(env, "ALLOW_UNKNOWN_NUMBER_TYPE", False),
+        prices=prices,
+    )
+
+
 def _layered(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment laid over the optional TOML file named by CONFIG_FILE."""
     merged: dict[str, str] = {}
@@ -242,6 +316,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     auto = env.get("AUTO_FIXED_LINE_OR_MOBILE", "sms")
     if auto not in ("sms", "call"):
         raise ConfigError("AUTO_FIXED_LINE_OR_MOBILE", "must be sms or call")
+    per_number = _int(env, "RATE_LIMIT_PER_NUMBER", 5, 1, 100000)
     worker_class = env.get("WORKER_CLASS", "simple")
     if worker_class not in ("simple", "fork"):
         raise ConfigError("WORKER_CLASS", "must be simple or fork")
@@ -281,9 +356,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         previous_secret_keys=previous,
         retention=_int(env, "VERIFICATION_RETENTION", 3600, 60, 30 * 86400),
         audit_retention=_int(env, "AUDIT_RETENTION", 30 * 86400, 60, 3650 * 86400),
-        rate_limit_per_number=_int(env, "RATE_LIMIT_PER_NUMBER", 5, 1, 100000),
+        rate_limit_per_number=per_number,
         rate_limit_window=_int(env, "RATE_LIMIT_WINDOW", 600, 1, 86400),
         resend_interval=_int(env, "RESEND_INTERVAL", 30, 0, 3600),
+        abuse=_abuse(env, per_number),
         delivery_retry_intervals=_intervals(env, "DELIVERY_RETRY_INTERVALS", (2, 5, 15)),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 16 * 1024, 1024, 1024 * 1024),
         server_name=env.get("GATEWAY_SERVER_NAME") or socket.gethostname(),

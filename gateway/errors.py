@@ -16,12 +16,14 @@ class GatewayError(Exception):
     code = "internal_error"
     http_status = 500
     retry_after: int | None = None
+    reason: str | None = None  # a machine-readable why, for abuse refusals (contract §6)
 
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if retry_after is not None:
             self.retry_after = retry_after
+        self.reason = reason
 
 
 class InvalidRequest(GatewayError):
@@ -96,9 +98,12 @@ _HTTP_CODES = {
 }
 
 
-def error_response(code: str, message: str, status: int, retry_after: int | None = None) -> Response:
-    """The one error body: {"error": {"code", "message"}}."""
-    response = jsonify(error={"code": code, "message": message})
+def error_response(
+    code: str, message: str, status: int, retry_after: int | None = None, reason: str | None = None
+) -> Response:
+    """The one error body: {"error": {"code", "message"}}, plus "reason" for abuse refusals."""
+    body = {"code": code, "message": message, **({"reason": reason} if reason else {})}
+    response = jsonify(error=body)
     response.status_code = status
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
@@ -110,7 +115,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(GatewayError)
     def _domain(exc: GatewayError) -> Response:
-        return error_response(exc.code, exc.message, exc.http_status, exc.retry_after)
+        return error_response(exc.code, exc.message, exc.http_status, exc.retry_after, exc.reason)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

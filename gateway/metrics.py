@@ -88,10 +88,13 @@ class RedisCounters(Collector):
 
 def render(svc: "Services") -> bytes:
     """The Prometheus text exposition of this instance plus the cluster counters."""
+    from gateway.breakers import AbuseCollector
+
     local = REGISTRY
     if svc.settings.metrics_dir:
         local = CollectorRegistry()
         multiprocess.MultiProcessCollector(local, path=svc.settings.metrics_dir)
     cluster = CollectorRegistry()
     cluster.register(RedisCounters(svc))
+    cluster.register(AbuseCollector(svc))
     return generate_latest(local) + generate_latest(cluster)

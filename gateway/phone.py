@@ -39,10 +39,12 @@ _TYPES = {
     PhoneNumberType.VOICEMAIL: NumberType.VOICEMAIL,
 }
 
-# Numbers that cost the organisation money or cannot take a code: never sent to.
-BLOCKED_TYPES = frozenset(
-    {NumberType.PREMIUM_RATE, NumberType.SHARED_COST, NumberType.PAGER, NumberType.UAN, NumberType.VOICEMAIL}
-)
+# Numbers that cost the organisation money or cannot take a code: never sent to. Personal
+# numbers (UK 070, …) forward anywhere and are a known toll-fraud route (docs/abuse.md).
+BLOCKED_TYPES = frozenset({
+    NumberType.PREMIUM_RATE, NumberType.SHARED_COST, NumberType.PAGER, NumberType.UAN, NumberType.VOICEMAIL,
+    NumberType.PERSONAL_NUMBER,
+})
 SMS_CAPABLE = frozenset(
     {NumberType.MOBILE, NumberType.FIXED_LINE_OR_MOBILE, NumberType.VOIP, NumberType.PERSONAL_NUMBER, NumberType.UNKNOWN}
 )

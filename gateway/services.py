@@ -12,6 +12,7 @@ from rq import Queue
 
 from config import ConfigError, Settings
 from gateway import codes
+from gateway.abuse_store import AbuseStore
 from gateway.carrier import Carrier
 from gateway.store import Store
 
@@ -39,6 +40,7 @@ class Services:
     queue: Queue
     store: Store
     carrier: Carrier | None
+    abuse: AbuseStore
     _keys: dict[str, tuple[bytes, ...]] = field(default_factory=dict)
 
     def key(self, purpose: str) -> bytes:
@@ -79,6 +81,7 @@ def build_services(settings: Settings) -> Services:
         queue=Queue(settings.queue_name, connection=connection),
         store=Store(connection, settings.server_name, settings.audit_retention),
         carrier=carrier,
+        abuse=AbuseStore(connection),
     )
 
 

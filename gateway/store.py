@@ -124,18 +124,17 @@ class Store:
         chains: tuple[list[str], list[str]],
         to: str,
         idempotency: tuple[str, str] | None,
-        rate: tuple[int, int],
         key_ttl: int,
         live_key: str | None = None,
     ) -> Outcome:
-        """Create a verification unless idempotency, a live one, a block or the rate limit says otherwise."""
+        """Create a verification unless idempotency, a live one or a block says otherwise (limits: gateway/abuse.py)."""
         vf = key_for(verification_id)
         idem_key, body_hash = (f"gw:idem:{idempotency[0]}", idempotency[1]) if idempotency else (vf, "")
         pairs = [str(item) for kv in fields.items() for item in kv]
         return self._run(
             "create",
-            [vf, idem_key, f"gw:rate:{to}", f"gw:block:{to}", f"gw:optout:{to}", f"gw:live:{live_key}" if live_key else vf],
-            body_hash, 86400, rate[0], rate[1], key_ttl, verification_id,
+            [vf, idem_key, f"gw:block:{to}", f"gw:optout:{to}", f"gw:live:{live_key}" if live_key else vf],
+            body_hash, 86400, key_ttl, verification_id,
             json.dumps(chains[0]), json.dumps(chains[1]), *pairs,
         )
 

@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from gateway import codes, fallback, jobs, methods, metrics, phone
+from gateway import abuse, codes, fallback, jobs, methods, metrics, phone
 from gateway.carrier import Action, classify
 from gateway.errors import (
     DestinationBlocked, IdempotencyConflict, NoRecoveryCodes, NotFound, NotPending, RateLimited, TotpNotEnrolled,
@@ -79,6 +79,7 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     )
     if not chains[0]:
         raise DestinationBlocked(f"No requested channel can reach a {number.type.value} number.")
+    abuse.admit_start(svc, number, chains[0][0], req.ivr_mode, req.user_id, req.client_ip, idempotency_key)
     verification_id = "vf_" + secrets.token_hex(16)
     opts = req.options
     expires_at = time.time() + ttl_for(svc, chains[0][0], opts.ttl)
@@ -90,8 +91,7 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     }
     outcome = svc.store.create(
         verification_id, fields, ([c.value for c in chains[0]], [c.value for c in chains[1]]), number.e164,
-        (idempotency_key, req.fingerprint()) if idempotency_key else None,
-        (s.rate_limit_per_number, s.rate_limit_window), _key_ttl(svc, expires_at), opts.live_key,
+        (idempotency_key, req.fingerprint()) if idempotency_key else None, _key_ttl(svc, expires_at), opts.live_key,
     )
     if outcome.kind == "existing":
         return get(svc, outcome.value), False
@@ -102,8 +102,6 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     if outcome.kind == "blocked":
         why = "reported fraud" if outcome.value == "fraud" else "replied STOP to SMS; use channel 'call'"
         raise DestinationBlocked(f"The destination is blocked: it {why}.")
-    if outcome.kind == "rate_limited":
-        raise RateLimited("Too many verifications for this number.", retry_after=max(int(outcome.value), 1))
     assert outcome.verification is not None
     metrics.started(outcome.verification.channel.value)
     jobs.enqueue_delivery(svc, verification_id, 1)
@@ -162,6 +160,7 @@ def wait(svc: Services, verification_id: str, seconds: float) -> Verification:
 
 def check(svc: Services, verification_id: str, code: str) -> tuple[Verification, bool]:
     """Check a code atomically; (verification, valid). Exactly one right check approves."""
+    abuse.admit_check(svc, verification_id)
     digests = [codes.digest(key, verification_id, code) for key in svc.keys("code-hmac")]
     outcome = svc.store.check(verification_id, "digest", *digests)
     if outcome.kind == "totp":
@@ -176,6 +175,8 @@ def check(svc: Services, verification_id: str, code: str) -> tuple[Verification,
     if outcome.kind == "not_found" or outcome.verification is None:
         raise NotFound(f"No verification {verification_id}.")
     _ended(outcome)
+    if outcome.kind == "valid":
+        abuse.converted(svc, outcome.verification)
     return outcome.verification, outcome.kind == "valid"
 
 
@@ -192,18 +193,23 @@ def approve(svc: Services, verification_id: str) -> Verification:
     outcome = _ended(svc.store.finish(verification_id, Status.APPROVED, None))
     if outcome.kind == "not_found" or outcome.verification is None:
         raise NotFound(f"No verification {verification_id}.")
+    if outcome.kind == "ended":
+        abuse.converted(svc, outcome.verification)
     return outcome.verification
 
 
 def end(svc: Services, verification_id: str, attempt: int, status: Status, reason: Reason | None) -> Outcome:
     """End a verification from a channel's event (keypress, fraud report, reply), for one attempt."""
-    return _ended(svc.store.finish(verification_id, status, reason, attempt=attempt))
+    outcome = _ended(svc.store.finish(verification_id, status, reason, attempt=attempt))
+    if outcome.kind == "ended" and status is Status.APPROVED and outcome.verification is not None:
+        abuse.converted(svc, outcome.verification)
+    return outcome
 
 
 def record_code(svc: Services, v: Verification, attempt: int, code: str, keep_encrypted: bool) -> bool:
     """Store the digest of the code a job is about to send; False when the attempt is stale."""
     channel = v.attempts[attempt - 1].channel
-    expires_at = time.time() + ttl_for(svc, channel, v.code_ttl)
+    expires_at = min(time.time() + ttl_for(svc, channel, v.code_ttl), _latest_expiry(svc, v, channel))
     wait_for = v.delivery_deadline or svc.settings.delivery_deadline
     deadline = time.time() + wait_for if channel in fallback.SMS_CHANNELS else None
     encrypted = codes.encrypt(svc.key("code-cipher"), code) if keep_encrypted else ""
@@ -241,12 +247,21 @@ def delivery_failed(
         return None
     action = action or (classify(error_code) if error_code is not None else Action.FALLBACK)
     step = None if action is Action.STOP else next_channel(svc, v)
+    if step is not None and not abuse.fallback_allowed(svc, v, step[1]):
+        step = None  # the send cap, a tripped breaker or the budget: no further send
     return _advance(svc, v, step, why)
+
+
+def _latest_expiry(svc: Services, v: Verification, channel: Channel) -> float:
+    first, now = ttl_for(svc, v.attempts[0].channel, v.code_ttl), ttl_for(svc, channel, v.code_ttl)
+    return abuse.latest_expiry(v, first, now)
 
 
 def _advance(svc: Services, v: Verification, step: tuple[int, Channel] | None, why: str) -> Outcome:
     position, channel = step if step else (v.position, None)
-    expires_at = time.time() + ttl_for(svc, channel, v.code_ttl) if channel else v.expires_at
+    expires_at = (
+        min(time.time() + ttl_for(svc, channel, v.code_ttl), _latest_expiry(svc, v, channel)) if channel else v.expires_at
+    )
     error_code = v.attempt.error_code
     outcome = _ended(svc.store.advance(
         v.id, v.attempt.number, channel, position, expires_at, _key_ttl(svc, expires_at), why, error_code
@@ -277,6 +292,7 @@ def resend(
         step = (v.position, v.channel)  # the chain is used up: repeat the current channel
     if step is None:
         raise DestinationBlocked(f"Channel {channel.value if channel else ''} cannot reach this number.")
+    abuse.admit_resend(svc, v, step[1])
     outcome = _advance(svc, v, step, "resend")
     if outcome.kind != "advanced":
         raise NotPending(f"Verification {verification_id} changed; read it again.")

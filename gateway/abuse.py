@@ -1,0 +1,213 @@
+"""Abuse and toll-fraud protection: send caps, limits on every axis, pumping breakers, spend caps.
+
+Every send (a start, a resend, a fallback) is admitted by one Lua call (lua/admit.lua) that
+checks and counts every limit at once; see docs/abuse.md for the policy and its reasons.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from typing import Any
+
+import phonenumbers
+import redis
+
+from gateway.abuse_store import Admission
+from gateway.errors import DestinationBlocked, RateLimited, Unavailable
+from gateway.models import Channel, Verification
+from gateway.phone import NumberType, PhoneNumber
+from gateway.services import Services
+from gateway.store import key_for
+
+log = logging.getLogger(__name__)
+
+BUCKETS = 6  # the pumping window is summed over this many buckets: sliding to 1/6 of it
+MICRO = 1_000_000  # spend is counted in millionths of the currency, as Redis integers
+# Spend is estimated before sending: codes fit one segment (GSM-7 or UCS-2), and a call
+# (greeting, menu, code read twice) is billed as one minute by most carriers.
+SMS_SEGMENTS, CALL_MINUTES = 1, 1
+MESSAGES = {
+    "number": "Too many verifications for this number; try again later.",
+    "client_ip": "Too many verifications from this client address; try again later.",
+    "user": "Too many verifications or checks for this user; try again later.",
+    "country": "Too many verifications to this country right now; try again later.",
+    "global": "The gateway is at its global sending limit; try again shortly.",
+    "max_sends": "This verification has used all its sends; start a new one later.",
+    "fraud_suspected": "Sending to this number range is suspended: its traffic looks like SMS pumping.",
+    "spend_cap": "Today's sending budget is used up.",
+}
+
+
+def refusal(reason: str, retry_after: int) -> RateLimited:
+    """The 429 for an abuse refusal, with its machine-readable reason."""
+    return RateLimited(MESSAGES[reason], retry_after=max(retry_after, 1), reason=reason)
+
+
+def client_key(client_ip: str | None) -> str:
+    """The limit key of a client address: IPv4 as is, IPv6 by its /64 (one subscriber's block)."""
+    if not client_ip:
+        return ""
+    address = ipaddress.ip_address(client_ip)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def prefix_of(e164: str) -> str:
+    """A number's range: its country calling code and the next 3 digits ('48600' for +48 600…)."""
+    number = phonenumbers.parse(e164)
+    return f"{number.country_code}{phonenumbers.national_significant_number(number)[:3]}"
+
+
+def check_number_type(svc: Services, number: PhoneNumber) -> None:
+    """Refuse VoIP and unknown number types unless the settings allow them."""
+    a = svc.settings.abuse
+    if (number.type is NumberType.VOIP and not a.allow_voip) or (
+        number.type is NumberType.UNKNOWN and not a.allow_unknown_type
+    ):
+        raise DestinationBlocked(f"Numbers of type {number.type.value} are not allowed here.")
+
+
+def _cost(svc: Services, country: str, channel: Channel) -> int:
+    price = svc.settings.abuse.prices.for_country(country)
+    amount = price.sms * SMS_SEGMENTS if channel is not Channel.CALL else price.call_minute * CALL_MINUTES
+    return round(amount * MICRO)
+
+
+def _payload(
+    svc: Services, kind: str, e164: str, country: str, channel: Channel, ivr_mode: str,
+    user_id: str | None, client_ip: str | None, verification_id: str = "", idem: str = "",
+) -> dict[str, Any]:
+    s, a = svc.settings, svc.settings.abuse
+    ip = client_key(client_ip)
+    client = ip or (f"u:{user_id}" if user_id else "")
+    window = s.rate_limit_window
+    limits: dict[str, list[object]] = {
+        "pair": [s.rate_limit_per_number, window, f"gw:lim:pair:{e164}:{client}"],
+        "number": [a.per_number_any_client, window, f"gw:lim:number:{e164}"],
+        "country": [a.per_country, window, f"gw:lim:country:{country}"],
+        "global": [a.global_per_minute, 60, "gw:lim:global"],
+        "confirm": [a.confirm_calls_per_hour, 3600, f"gw:lim:confirm:{e164}"],
+    }
+    if ip:
+        limits["ip"] = [a.per_ip, window, f"gw:lim:ip:{ip}"]
+    if user_id:
+        limits["user"] = [a.per_user, window, f"gw:lim:user:{user_id}"]
+    paid = channel is not Channel.TOTP
+    return {
+        "kind": kind, "idem": idem, "number": e164, "user": user_id or "", "country": country,
+        "prefix": prefix_of(e164), "limited": kind != "fallback", "paid": paid,
+        "confirm_call": channel is Channel.CALL and ivr_mode == "confirm", "limits": limits,
+        "pump": {
+            "window": a.pumping_window, "buckets": BUCKETS, "cooloff": a.pumping_cooloff,
+            "min_sends": a.pumping_min_sends, "country_min_sends": a.pumping_country_min_sends,
+            "min_conversion": a.pumping_min_conversion,
+        },
+        "spend": {
+            "cost": _cost(svc, country, channel) if paid else 0,
+            "budget": round(a.daily_budget * MICRO), "country_budget": round(a.daily_budget_per_country * MICRO),
+        },
+        "audit_retention_ms": s.audit_retention * 1000,
+        "record": {
+            "event": "refused", "action": kind, "status": "refused", "result": "denied",
+            "verification_id": verification_id, "user_id": user_id or "", "phone_number": e164,
+            "country": country, "channel": channel.value, "client_ip": client_ip or "",
+            "server_name": s.server_name,
+        },
+    }
+
+
+def _admit(svc: Services, payload: dict[str, Any]) -> Admission:
+    try:
+        admission = svc.abuse.admit(payload)
+    except redis.exceptions.RedisError as exc:
+        # Fail closed: without the counters nothing is sent.
+        log.warning("abuse limits unavailable, refusing: %s", exc)
+        raise Unavailable("The gateway's limits cannot be checked; try again shortly.") from exc
+    if admission.tripped:
+        log.warning("breaker tripped: %s (sms pumping suspected)", admission.tripped)
+    for scope in admission.warned:
+        log.warning("spend has reached 80%% of today's %s budget", "global" if scope == "*" else scope)
+    if admission.refused:
+        log.info("refused %s to %s: %s", payload["kind"], payload["prefix"], admission.refused)
+    return admission
+
+
+def admit_start(
+    svc: Services, number: PhoneNumber, channel: Channel, ivr_mode: str,
+    user_id: str | None, client_ip: str | None, idempotency_key: str | None,
+) -> None:
+    """Admit a new verification's first send, or raise the 429 that says why not."""
+    check_number_type(svc, number)
+    idem = f"gw:idem:{idempotency_key}" if idempotency_key else ""  # a replay sends nothing: not counted
+    admission = _admit(svc, _payload(
+        svc, "start", number.e164, number.country, channel, ivr_mode, user_id, client_ip, idem=idem,
+    ))
+    if admission.refused:
+        raise refusal(admission.refused, admission.retry_after)
+
+
+def _max_sends_left(svc: Services, v: Verification) -> bool:
+    return len(v.attempts) < svc.settings.abuse.max_sends_per_verification
+
+
+def admit_resend(svc: Services, v: Verification, channel: Channel) -> None:
+    """Admit a resend: within the verification's send cap and every limit of a start."""
+    if not _max_sends_left(svc, v):
+        _count_max_sends(svc, v, "resend", channel)
+        raise refusal("max_sends", int(v.expires_at - time.time()) + 1)
+    admission = _admit(svc, _payload(svc, "resend", v.to, v.country, channel, v.ivr_mode, v.user_id, v.client_ip, v.id))
+    if admission.refused:
+        raise refusal(admission.refused, admission.retry_after)
+
+
+def fallback_allowed(svc: Services, v: Verification, channel: Channel) -> bool:
+    """Whether a fallback send may go: send cap, breakers (so no call follows a pumped SMS), budgets."""
+    if not _max_sends_left(svc, v):
+        _count_max_sends(svc, v, "fallback", channel)
+        return False
+    payload = _payload(svc, "fallback", v.to, v.country, channel, v.ivr_mode, v.user_id, v.client_ip, v.id)
+    return _admit(svc, payload).refused is None
+
+
+def _count_max_sends(svc: Services, v: Verification, kind: str, channel: Channel) -> None:
+    """Count and audit a max_sends refusal (the cap needs no counter: attempts are in the record)."""
+    record = _payload(svc, kind, v.to, v.country, channel, v.ivr_mode, v.user_id, v.client_ip, v.id)["record"]
+    now = time.time()
+    record.update(reason="max_sends", created_at=now, ended_at=now)
+    svc.abuse.refused(record, svc.settings.audit_retention)
+
+
+def admit_check(svc: Services, verification_id: str) -> None:
+    """Count a code check against its user's allowance (TOTP included), or raise 429 user."""
+    s = svc.settings
+    try:
+        wait = svc.abuse.check_gate(
+            key_for(verification_id), s.abuse.checks_per_user, s.rate_limit_window, s.audit_retention * 1000,
+            s.server_name,
+        )
+    except redis.exceptions.RedisError as exc:
+        raise Unavailable("The gateway's limits cannot be checked; try again shortly.") from exc
+    if wait is not None:
+        raise refusal("user", wait)
+
+
+def converted(svc: Services, v: Verification) -> None:
+    """An approved verification: a conversion in the pumping windows; its number is trusted from now on."""
+    a = svc.settings.abuse
+    try:
+        svc.abuse.converted({
+            "number": v.to, "user": v.user_id or "", "prefix": prefix_of(v.to), "country": v.country,
+            "window": a.pumping_window, "buckets": BUCKETS, "memory": a.converted_memory,
+        })
+    except redis.exceptions.RedisError as exc:
+        # The approval stands; one lost conversion only makes the breakers a little stricter.
+        log.warning("conversion not counted for %s: %s", v.id, exc)
+
+
+def latest_expiry(v: Verification, first_ttl: int, ttl: int) -> float:
+    """A verification never outlives its first code's lifetime plus one TTL, however often resent."""
+    return v.created_at + first_ttl + ttl

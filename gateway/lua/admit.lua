@@ -1,0 +1,180 @@
+-- Admission of one send (a start, a resend or a fallback): every limit, breaker and budget
+-- in one atomic call. Nothing is counted unless everything admits, so a refused request
+-- spends nobody's allowance. No KEYS: the names depend on Redis's clock (buckets, the day),
+-- so this assumes one Redis (or Sentinel), not Cluster, like the gw:metrics counters.
+-- ARGV[1]: the request (JSON, see gateway/abuse.py `_payload`).
+-- Answers {'ok', warn ('' or scope list), tripped ('' or scope:id)} or
+--         {'refused', reason, retry_after, tripped}.
+local TIME = redis.call('TIME')
+local SEC = tonumber(TIME[1])
+local NOW = SEC + tonumber(TIME[2]) / 1000000
+local p = cjson.decode(ARGV[1])
+
+if p.idem ~= '' and redis.call('EXISTS', p.idem) == 1 then return {'ok', '', ''} end
+
+local function count(key)
+  return tonumber(redis.call('GET', key) or '0')
+end
+
+local function ttl_of(key, fallback)
+  local ttl = redis.call('TTL', key)
+  if ttl < 1 then return fallback end
+  return ttl
+end
+
+-- A fixed window counter over its limit: seconds until it resets, else nil.
+local function over(key, limit_window)
+  local limit = limit_window[1]
+  if limit <= 0 then return nil end
+  if count(key) >= limit then return ttl_of(key, limit_window[2]) end
+  return nil
+end
+
+local function bump(key, window)
+  if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, window) end
+end
+
+-- Sends and conversions in the sliding window, summed over BUCKETS buckets (no scans).
+local pump = p.pump
+local bucket_size = math.max(math.floor(pump.window / pump.buckets), 1)
+local bucket_now = math.floor(SEC / bucket_size)
+local function window_stats(scope, id)
+  local sends, conversions = 0, 0
+  for b = bucket_now - pump.buckets + 1, bucket_now do
+    local v = redis.call('HMGET', 'gw:pump:' .. scope .. ':' .. id .. ':' .. b, 's', 'c')
+    sends = sends + (tonumber(v[1]) or 0)
+    conversions = conversions + (tonumber(v[2]) or 0)
+  end
+  return sends, conversions
+end
+
+local function audit(fields)
+  local flat = {}
+  for k, v in pairs(fields) do
+    flat[#flat + 1] = k
+    flat[#flat + 1] = tostring(v)
+  end
+  local minid = string.format('%.0f', SEC * 1000 - p.audit_retention_ms)
+  redis.call('XADD', 'gw:audit', 'MINID', '~', minid, '*', unpack(flat))
+end
+
+-- Trip a breaker: refuse sends to the scope for the cool-off, visibly and audited.
+local function trip(scope, id, sends, conversions)
+  local until_ = NOW + pump.cooloff
+  local state = cjson.encode({scope = scope, id = id, tripped_at = NOW, ['until'] = until_,
+                              sends = sends, conversions = conversions})
+  redis.call('SET', 'gw:breaker:' .. scope .. ':' .. id, state, 'EX', pump.cooloff)
+  redis.call('ZADD', 'gw:breakers', until_, scope .. ':' .. id)
+  redis.call('ZREMRANGEBYSCORE', 'gw:breakers', '-inf', NOW)
+  redis.call('HINCRBY', 'gw:metrics:breaker_trips', scope, 1)
+  audit({event = 'breaker_trip', scope = scope, breaker = id, sends = sends, conversions = conversions,
+         server_name = p.record.server_name, ended_at = NOW, created_at = NOW})
+  return scope .. ':' .. id
+end
+
+local tripped = ''
+
+-- A breaker refuses when tripped; an untripped one trips when the window shows pumping.
+local function breaker(scope, id, min_sends)
+  local key = 'gw:breaker:' .. scope .. ':' .. id
+  if redis.call('EXISTS', key) == 1 then return ttl_of(key, pump.cooloff) end
+  if min_sends <= 0 then return nil end
+  local sends, conversions = window_stats(scope, id)
+  if sends >= min_sends and conversions < pump.min_conversion * sends then
+    tripped = trip(scope, id, sends, conversions)
+    return pump.cooloff
+  end
+  return nil
+end
+
+local conv_key = 'gw:conv:' .. p.number
+local converted = redis.call('EXISTS', conv_key) == 1
+local L = p.limits
+local function check()
+  if p.limited then
+    local r = over(L.pair[3], L.pair)
+    if r then return 'number', r end
+    r = over(L.number[3], L.number)
+    -- 18F's lesson: someone flooding a victim's number must not lock the victim out. A client
+    -- already let through for this number in the window, or a user who has verified this
+    -- number before, still gets its own (number, client) allowance.
+    if r and count(L.pair[3]) == 0 and not (p.user ~= '' and redis.call('HEXISTS', conv_key, 'u:' .. p.user) == 1) then
+      return 'number', r
+    end
+    for _, axis in ipairs({{'ip', 'client_ip'}, {'user', 'user'}, {'country', 'country'}}) do
+      local lw = L[axis[1]]
+      if lw then
+        r = over(lw[3], lw)
+        if r then return axis[2], r end
+      end
+    end
+  end
+  local r = over(L.global[3], L.global)
+  if r then return 'global', r end
+  if p.paid then
+    if p.confirm_call then
+      r = over(L.confirm[3], L.confirm)
+      if r then return 'number', r end
+    end
+    if not converted then
+      r = breaker('prefix', p.prefix, pump.min_sends)
+      if r then return 'fraud_suspected', r end
+      r = breaker('country', p.country, pump.country_min_sends)
+      if r then return 'fraud_suspected', r end
+    end
+  end
+  return nil, nil
+end
+
+local reason, retry_after = check()
+local spend_key = 'gw:spend:' .. math.floor(SEC / 86400)
+local s = p.spend
+if not reason and p.paid and not converted then
+  local spent = redis.call('HMGET', spend_key, '*', p.country)
+  local global_spent, country_spent = tonumber(spent[1]) or 0, tonumber(spent[2]) or 0
+  if (s.budget > 0 and global_spent + s.cost > s.budget)
+      or (s.country_budget > 0 and country_spent + s.cost > s.country_budget) then
+    reason, retry_after = 'spend_cap', 86400 - SEC % 86400
+  end
+end
+
+if reason then
+  redis.call('HINCRBY', 'gw:metrics:refused', reason, 1)
+  local record = p.record
+  record.reason, record.created_at, record.ended_at = reason, NOW, NOW
+  audit(record)
+  return {'refused', reason, tostring(math.max(math.ceil(retry_after), 1)), tripped}
+end
+
+if p.limited then
+  for _, name in ipairs({'pair', 'number', 'ip', 'user', 'country'}) do
+    local lw = L[name]
+    if lw and lw[1] > 0 then bump(lw[3], lw[2]) end
+  end
+end
+if L.global[1] > 0 then bump(L.global[3], L.global[2]) end
+local warn = ''
+if p.paid then
+  if p.confirm_call and L.confirm[1] > 0 then bump(L.confirm[3], L.confirm[2]) end
+  local keep = bucket_size * (pump.buckets + 1)
+  for _, scope_id in ipairs({{'prefix', p.prefix}, {'country', p.country}}) do
+    local key = 'gw:pump:' .. scope_id[1] .. ':' .. scope_id[2] .. ':' .. bucket_now
+    redis.call('HINCRBY', key, 's', 1)
+    redis.call('EXPIRE', key, keep)
+  end
+  -- Spend is counted for converted numbers too: they pass the cap, not the books.
+  local global_now = redis.call('HINCRBY', spend_key, '*', s.cost)
+  local country_now = redis.call('HINCRBY', spend_key, p.country, s.cost)
+  redis.call('EXPIRE', spend_key, 3 * 86400)
+  local warned = {}
+  if s.budget > 0 and global_now >= 0.8 * s.budget and global_now - s.cost < 0.8 * s.budget then
+    warned[#warned + 1] = '*'
+  end
+  if s.country_budget > 0 and country_now >= 0.8 * s.country_budget
+      and country_now - s.cost < 0.8 * s.country_budget then
+    warned[#warned + 1] = p.country
+  end
+  for _, scope in ipairs(warned) do redis.call('HINCRBY', 'gw:metrics:spend_warnings', scope, 1) end
+  warn = table.concat(warned, ',')
+end
+return {'ok', warn, tripped}

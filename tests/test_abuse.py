@@ -1,0 +1,266 @@
+"""Abuse protection in-process on a real Redis: send caps, limits on every axis, breakers, budgets."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from gateway import breakers, create_app, verifications
+from gateway.models import AttemptStatus
+from gateway.services import Services
+from tests.conftest import API_KEY
+from tests.test_api import give_code
+
+PL = "+48600100200"
+
+
+@pytest.fixture
+def make(settings):  # type: ignore[no-untyped-def]
+    """An app and client with some abuse settings (and plain settings) changed."""
+
+    def build(settings_changes: dict | None = None, **abuse_changes):  # type: ignore[no-untyped-def]
+        app = create_app(settings.replace(
+            abuse=dataclasses.replace(settings.abuse, **abuse_changes), **(settings_changes or {})
+        ))
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+        return app, client
+
+    return build
+
+
+def start(client, to: str = PL, **body):  # type: ignore[no-untyped-def]
+    return client.post("/v1/verifications", json={"to": to, "channel": "sms", **body})
+
+
+def refused(r, reason: str) -> bool:  # type: ignore[no-untyped-def]
+    """A 429 rate_limited with the reason and a Retry-After."""
+    error = r.get_json()["error"]
+    return (r.status_code == 429 and error["code"] == "rate_limited" and error["reason"] == reason
+            and int(r.headers["Retry-After"]) > 0)
+
+
+def metric(client, name: str, **labels: str) -> float:  # type: ignore[no-untyped-def]
+    text = client.get("/metrics").get_data(as_text=True)
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def audit(redis_db, event: str) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    records = [{k.decode(): v.decode() for k, v in f.items()} for _, f in redis_db.xrange("gw:audit")]
+    return [r for r in records if r.get("event") == event]
+
+
+def numbers(prefix: str, count: int) -> list[str]:
+    """Distinct valid mobiles in one range (+48 600…, +48 601…)."""
+    return [f"{prefix}{n:06d}" for n in range(100200, 100200 + count)]
+
+
+def approve(app, client, verification_id: str) -> None:  # type: ignore[no-untyped-def]
+    give_code(app, verification_id)
+    assert client.post(f"/v1/verifications/{verification_id}/check", json={"code": "123456"}).get_json()["valid"]
+
+
+# -- send caps ----------------------------------------------------------------------------
+def test_sends_per_verification_are_capped_with_max_sends(make, redis_db) -> None:
+    app, client = make({"resend_interval": 0, "rate_limit_per_number": 100})
+    vid = start(client).get_json()["id"]
+    for _ in range(4):  # the first send and four resends: five sends
+        assert client.post(f"/v1/verifications/{vid}/resend", json={"channel": "sms"}).status_code == 200
+    r = client.post(f"/v1/verifications/{vid}/resend", json={"channel": "sms"})
+    assert refused(r, "max_sends")
+    assert len(client.get(f"/v1/verifications/{vid}").get_json()["attempts"]) == 5
+    assert redis_db.llen("rq:queue:gateway") == 5
+    assert metric(client, "gateway_abuse_refusals_total", reason="max_sends") == 1
+    [record] = audit(redis_db, "refused")
+    assert record["reason"] == "max_sends" and record["verification_id"] == vid and record["phone_number"] == PL
+
+
+def test_fallbacks_count_toward_the_send_cap(make, redis_db) -> None:
+    app, client = make({"fallback_channels": ("call",)}, max_sends_per_verification=1)
+    svc: Services = app.extensions["gateway"]
+    vid = start(client).get_json()["id"]
+    verifications.record_status(svc, vid, 1, AttemptStatus.UNDELIVERED, 30003)
+    body = client.get(f"/v1/verifications/{vid}").get_json()
+    assert body["status"] == "failed" and [a["channel"] for a in body["attempts"]] == ["sms"]
+    assert audit(redis_db, "refused")[0]["reason"] == "max_sends"
+
+
+def test_resends_count_toward_the_number_limit(make) -> None:
+    app, client = make({"resend_interval": 0, "rate_limit_per_number": 3})
+    vid = start(client).get_json()["id"]
+    for _ in range(2):
+        assert client.post(f"/v1/verifications/{vid}/resend", json={"channel": "sms"}).status_code == 200
+    assert refused(start(client), "number")
+
+
+def test_resends_never_extend_past_the_first_code_plus_one_ttl(make, redis_db) -> None:
+    app, client = make({"resend_interval": 0, "sms_code_ttl": 300})
+    vid = start(client).get_json()["id"]
+    now = time.time()  # as if started 400 s ago and resent since: 200 s left of its cap
+    redis_db.hset(f"gw:vf:{vid}", mapping={"created": f"{now - 400:.6f}", "expires": f"{now + 100:.6f}"})
+    body = client.post(f"/v1/verifications/{vid}/resend", json={"channel": "sms"}).get_json()
+    svc: Services = app.extensions["gateway"]
+    expires = svc.store.load(vid).expires_at
+    assert body["status"] == "pending" and expires <= now - 400 + 600 + 1 and expires < now + 250
+
+
+# -- limits on every axis -----------------------------------------------------------------
+def test_client_ip_limit_counts_ipv6_per_64(make) -> None:
+    app, client = make(per_ip=2)
+    a, b, c, d = numbers("+48600", 4)
+    assert start(client, a, client_ip="2001:db8::1").status_code == 201
+    assert start(client, b, client_ip="2001:db8::ffff:2").status_code == 201
+    assert refused(start(client, c, client_ip="2001:db8:0:0:1::3"), "client_ip")  # same /64
+    assert start(client, c, client_ip="2001:db8:0:1::1").status_code == 201  # the next /64
+    assert start(client, d, client_ip="192.0.2.1").status_code == 201
+    assert metric(client, "gateway_abuse_refusals_total", reason="client_ip") == 1
+
+
+def test_user_country_and_global_limits(make) -> None:
+    app, client = make(per_user=1, per_country=3, global_per_minute=4)
+    a, b, c, d = numbers("+48600", 4)
+    assert start(client, a, user_id="mallory").status_code == 201
+    assert refused(start(client, b, user_id="mallory"), "user")
+    assert start(client, b).status_code == 201 and start(client, c).status_code == 201
+    assert refused(start(client, d), "country")
+    assert start(client, "+12015550123").status_code == 201
+    assert refused(start(client, "+12015550124"), "global")
+
+
+def test_malformed_client_ip_is_invalid_request(make, redis_db) -> None:
+    app, client = make()
+    r = start(client, client_ip="2001:db8::/64")
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid_request"
+    assert redis_db.llen("rq:queue:gateway") == 0
+
+
+def test_a_flood_from_other_clients_does_not_lock_out_the_owner(make) -> None:
+    """18F's lesson: per (number, client) first, per number alone only for clients not yet let through."""
+    app, client = make({"rate_limit_per_number": 2}, per_number_any_client=3)
+    assert start(client, client_ip="198.51.100.7").status_code == 201  # the owner
+    assert start(client, client_ip="203.0.113.1").status_code == 201  # an attacker …
+    assert start(client, client_ip="203.0.113.1").status_code == 201
+    assert refused(start(client, client_ip="203.0.113.1"), "number")  # … capped per (number, client)
+    assert refused(start(client, client_ip="203.0.113.2"), "number")  # a new client: the number is full
+    assert start(client, client_ip="198.51.100.7").status_code == 201  # the owner's retry still goes
+    assert refused(start(client, client_ip="198.51.100.7"), "number")
+
+
+def test_a_user_who_verified_the_number_before_is_not_locked_out(make) -> None:
+    app, client = make({"rate_limit_per_number": 5}, per_number_any_client=1)
+    approve(app, client, start(client, user_id="owner", client_ip="198.51.100.7").get_json()["id"])
+    assert refused(start(client, client_ip="203.0.113.1"), "number")
+    assert start(client, user_id="owner", client_ip="192.0.2.99").status_code == 201
+
+
+def test_checks_are_limited_per_user_across_numbers(make, redis_db) -> None:
+    """Rotating `to` gives new verifications, not new guesses."""
+    app, client = make(checks_per_user=6)
+    guesses = 0
+    for to in numbers("+48600", 3):
+        vid = start(client, to, user_id="victim").get_json()["id"]
+        give_code(app, vid)
+        for _ in range(2):
+            r = client.post(f"/v1/verifications/{vid}/check", json={"code": "000000"})
+            guesses += r.status_code == 200
+    assert guesses == 6
+    vid = start(client, "+48600999999", user_id="victim").get_json()["id"]
+    give_code(app, vid)
+    r = client.post(f"/v1/verifications/{vid}/check", json={"code": "123456"})
+    assert refused(r, "user")
+    assert client.get(f"/v1/verifications/{vid}").get_json()["status"] == "pending"
+    assert audit(redis_db, "refused")[-1]["action"] == "check"
+
+
+def test_confirm_calls_are_capped_per_number_and_hour(make) -> None:
+    app, client = make(confirm_calls_per_hour=2)
+    for ip in ("192.0.2.1", "192.0.2.2"):
+        assert start(client, channel="call", client_ip=ip).status_code == 201
+    assert refused(start(client, channel="call", client_ip="192.0.2.3"), "number")
+    assert start(client, channel="call", ivr_mode="code", client_ip="192.0.2.4").status_code == 201
+    assert start(client, channel="sms", client_ip="192.0.2.5").status_code == 201
+
+
+# -- SMS-pumping breakers -----------------------------------------------------------------
+def test_pumped_prefix_trips_and_converted_numbers_stay_allowed(make, redis_db) -> None:
+    app, client = make(pumping_min_sends=6, pumping_min_conversion=0.2)
+    first, *rest = numbers("+48600", 7)
+    approve(app, client, start(client, first).get_json()["id"])  # one real user, before the attack
+    for to in rest[:5]:
+        assert start(client, to).status_code == 201
+    assert refused(start(client, rest[5]), "fraud_suspected")  # 1 of 6 converted: below 20 %
+    assert start(client, first).status_code == 201  # the real user still signs in
+    assert start(client, "+48601100200").status_code == 201  # the next range is unaffected
+    [b] = client.application.extensions["gateway"].abuse.breakers(time.time())
+    assert (b.scope, b.id, b.sends, b.conversions) == ("prefix", "48600", 6, 1)
+    assert metric(client, "gateway_breaker_open", scope="prefix", id="48600") == 1
+    assert metric(client, "gateway_breaker_trips_total", scope="prefix") == 1
+    assert audit(redis_db, "breaker_trip")[0]["breaker"] == "48600"
+    svc: Services = app.extensions["gateway"]
+    assert breakers.reset(svc, "prefix", "48600", "test-operator")
+    assert start(client, rest[5]).status_code == 201
+    assert audit(redis_db, "breaker_reset")[0]["operator"] == "test-operator"
+    assert not breakers.reset(svc, "prefix", "48600", "test-operator")
+
+
+def test_pumping_spread_over_ranges_trips_the_country(make) -> None:
+    app, client = make(pumping_min_sends=0, pumping_country_min_sends=4)
+    for prefix in ("+48600", "+48601", "+48602", "+48603"):
+        assert start(client, numbers(prefix, 1)[0]).status_code == 201
+    assert refused(start(client, numbers("+48604", 1)[0]), "fraud_suspected")
+    assert start(client, "+12015550123").status_code == 201
+
+
+def test_no_fallback_call_after_an_sms_to_a_tripped_prefix(make, redis_db) -> None:
+    app, client = make({"fallback_channels": ("call",)}, pumping_min_sends=3)
+    svc: Services = app.extensions["gateway"]
+    victim, *others = numbers("+48600", 4)
+    vid = start(client, victim).get_json()["id"]
+    for to in others[:2]:
+        start(client, to)
+    assert refused(start(client, others[2]), "fraud_suspected")
+    verifications.record_status(svc, vid, 1, AttemptStatus.UNDELIVERED, 30003)
+    body = client.get(f"/v1/verifications/{vid}").get_json()
+    assert body["status"] == "failed" and [a["channel"] for a in body["attempts"]] == ["sms"]
+
+
+# -- spend caps -----------------------------------------------------------------------------
+def test_daily_budget_warns_at_80_percent_and_refuses_at_100(make) -> None:
+    app, client = make(daily_budget=0.1, daily_budget_per_country=0)  # PL SMS: 0.04 each
+    a, b, c = numbers("+48600", 3)
+    approve(app, client, start(client, a).get_json()["id"])
+    assert start(client, b).status_code == 201  # 0.08: 80 %
+    assert metric(client, "gateway_spend_warnings_total", budget="global") == 1
+    assert metric(client, "gateway_spend_today", budget="global") == pytest.approx(0.08)
+    assert refused(start(client, c), "spend_cap")
+    assert start(client, a).status_code == 201  # a converted number still gets its code
+
+
+def test_country_budget_refuses_only_that_country(make) -> None:
+    app, client = make(daily_budget=0, daily_budget_per_country=0.05)
+    assert start(client, numbers("+48600", 1)[0]).status_code == 201
+    assert refused(start(client, numbers("+48600", 2)[1]), "spend_cap")
+    assert start(client, "+12015550123").status_code == 201
+
+
+# -- risky destinations and failures --------------------------------------------------------
+def test_personal_numbers_refused_voip_configurable(make) -> None:
+    app, client = make()
+    r = start(client, "+447012345678")
+    assert r.status_code == 403 and r.get_json()["error"]["code"] == "destination_blocked"
+    assert start(client, "+445612345678").status_code == 201
+    app, client = make(allow_voip=False)
+    assert start(client, "+445612345678").status_code == 403
+
+
+def test_limits_fail_closed_on_a_redis_error(make, redis_db) -> None:
+    app, client = make()
+    redis_db.hset("gw:lim:global", "not", "a counter")  # every admission now errors inside Redis
+    r = start(client)
+    assert r.status_code == 503 and r.get_json()["error"]["code"] == "unavailable" and r.headers["Retry-After"]
+    assert redis_db.llen("rq:queue:gateway") == 0 and not redis_db.keys("gw:vf:*")
