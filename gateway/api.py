@@ -5,9 +5,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from gateway import methods, operators, verifications
+from gateway import breakers, methods, operators, verifications
 from gateway.auth import Scope, current_caller, guard, requires
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, NotFound
 from gateway.schemas import parse_code, parse_confirm, parse_proof, parse_resend, parse_start
 from gateway.services import services
 
@@ -114,4 +114,22 @@ def reset_user(user_id: str) -> tuple[str, int]:
     """Remove every method kept for a user (the lost-phone reset)."""
     removed = methods.reset_user(services(), user_id)
     operators.record(services(), current_caller(), "reset_user", user_id, f"{removed} method(s) removed")
+    return "", 204
+
+
+@bp.get("/breakers")
+@requires(Scope.ADMIN)
+def list_breakers() -> Response:
+    """The SMS-pumping breakers tripped now."""
+    return jsonify(breakers=[breakers.to_json(b) for b in breakers.tripped(services())])
+
+
+@bp.delete("/breakers/<scope>/<breaker_id>")
+@requires(Scope.ADMIN)
+def reset_breaker(scope: str, breaker_id: str) -> tuple[str, int]:
+    """Close a tripped breaker at once (audited)."""
+    caller = current_caller()
+    if not breakers.reset(services(), scope, breaker_id, caller.key_id):
+        raise NotFound(f"No {scope} breaker {breaker_id} is tripped.")
+    operators.record(services(), caller, "reset_breaker", f"{scope}:{breaker_id}")
     return "", 204

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from gateway import breakers, create_app, verifications
+from gateway import create_app, verifications
 from gateway.models import AttemptStatus
 from gateway.services import Services
-from tests.conftest import API_KEY
+from tests.conftest import ADMIN_KEY, API_KEY
 from tests.test_api import give_code
 
 PL = "+48600100200"
@@ -201,11 +201,18 @@ def test_pumped_prefix_trips_and_converted_numbers_stay_allowed(make, redis_db) 
     assert metric(client, "gateway_breaker_open", scope="prefix", id="48600") == 1
     assert metric(client, "gateway_breaker_trips_total", scope="prefix") == 1
     assert audit(redis_db, "breaker_trip")[0]["breaker"] == "48600"
-    svc: Services = app.extensions["gateway"]
-    assert breakers.reset(svc, "prefix", "48600", "test-operator")
-    assert start(client, rest[5]).status_code == 201
-    assert audit(redis_db, "breaker_reset")[0]["operator"] == "test-operator"
-    assert not breakers.reset(svc, "prefix", "48600", "test-operator")
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert client.get("/v1/breakers").status_code == 403  # a verify key may not see or reset them
+    assert client.delete("/v1/breakers/prefix/48600").status_code == 403
+    [shown] = client.get("/v1/breakers", headers=admin).get_json()["breakers"]
+    assert shown["scope"] == "prefix" and shown["label"] == "+48 600" and shown["conversion_rate"] == round(1 / 6, 4)
+    assert client.delete("/v1/breakers/prefix/48600", headers=admin).status_code == 204
+    assert start(client, rest[5]).status_code == 201  # the window starts afresh
+    assert client.get("/v1/breakers", headers=admin).get_json()["breakers"] == []
+    [reset] = audit(redis_db, "breaker_reset")
+    assert reset["breaker"] == "48600" and reset["operator"].startswith("key_")
+    assert client.delete("/v1/breakers/prefix/48600", headers=admin).status_code == 404
+    assert client.delete("/v1/breakers/galaxy/1", headers=admin).status_code == 400
 
 
 def test_pumping_spread_over_ranges_trips_the_country(make) -> None:
