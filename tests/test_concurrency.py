@@ -8,8 +8,8 @@ from gateway import create_app, verifications
 from tests.conftest import TEST_DB, gateway_env
 
 
-def _checker(verification_id: str, code: str, barrier, results) -> None:  # type: ignore[no-untyped-def]
-    app = create_app(load_settings(gateway_env(TEST_DB)))  # a separate gateway instance
+def _checker(verification_id: str, code: str, barrier, results, **env: str) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(load_settings(gateway_env(TEST_DB, **env)))  # a separate gateway instance
     svc = app.extensions["gateway"]
     svc.redis.ping()
     barrier.wait(60)  # spawning 20 interpreters takes long on a loaded machine
