@@ -50,20 +50,18 @@ def recover_abandoned(queue: Queue) -> list[str]:
     connection = queue.connection
     # TimerDeathPenalty: the failure callback runs in this thread, where SIGALRM cannot be used.
     registry = StartedJobRegistry(queue=queue, death_penalty_class=TimerDeathPenalty)
-    dead: dict[str, int] = {}
+    dead = []
     for raw in connection.zrange(registry.key, 0, -1):
         entry = raw.decode()
         owner = connection.hget(f"rq:execution:{entry}", "worker_name")
-        if owner is None or not connection.exists(alive_key(owner.decode())):
-            dead[entry] = 0
-    if not dead:
-        return []
-    # Score 0 makes rq's cleanup treat them as expired; XX leaves entries that ended meanwhile alone.
-    connection.zadd(registry.key, dead, xx=True)  # type: ignore[arg-type]
-    registry.cleanup()
-    ids = [entry.split(":", 1)[0] for entry in dead]
-    log.warning("recovered jobs of dead workers: %s", ", ".join(ids))
-    return ids
+        # Score 0 makes rq's cleanup treat the entry as expired; XX + CH: only an entry still there.
+        if (owner is None or not connection.exists(alive_key(owner.decode()))) and connection.zadd(
+                registry.key, {entry: 0}, xx=True, ch=True):
+            dead.append(entry.split(":", 1)[0])
+    registry.cleanup()  # also entries marked on an earlier pass whose cleanup failed
+    if dead:
+        log.warning("recovered jobs of dead workers: %s", ", ".join(dead))
+    return dead
 
 
 class Supervisor:

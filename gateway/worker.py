@@ -1,7 +1,9 @@
 """The rq worker process (the Procfile's `worker`): jobs, plus the supervisor for timers and recovery."""
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 import sys
 import time
 from types import FrameType
@@ -56,9 +58,11 @@ def run(app_config: Any = None, burst: bool = False) -> int:
             supervisor.start()
         try:
             while True:
-                worker = worker_class([svc.queue], connection=svc.redis, worker_ttl=WORKER_TTL,
-                                      maintenance_interval=MAINTENANCE_INTERVAL)
+                worker = None
                 try:
+                    # rq talks to Redis already while building a worker (CLIENT SETNAME).
+                    worker = worker_class([svc.queue], connection=svc.redis, worker_ttl=WORKER_TTL,
+                                          maintenance_interval=MAINTENANCE_INTERVAL)
                     supervisor.watch(worker.name)
                     if burst:
                         supervisor.beat()
@@ -68,6 +72,7 @@ def run(app_config: Any = None, burst: bool = False) -> int:
                     # rq's work loop quits on an error it did not expect (often Redis going
                     # away mid-job); a new worker takes over, the supervisor recovers the job.
                     log.warning("worker %s quit unexpectedly; starting a new one", worker.name)
+                    time.sleep(delay)
                     delay = 0.5
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                     # rq's worker gives up when Redis vanishes; we wait for it to come back.
@@ -75,13 +80,15 @@ def run(app_config: Any = None, burst: bool = False) -> int:
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
                 finally:
-                    supervisor.forget(worker.name)
+                    if worker is not None:
+                        supervisor.forget(worker.name)
         finally:
             supervisor.stop()
 
 
 def main() -> None:
     """Entry point: `python -m gateway.worker`."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack
     try:
         sys.exit(run())
     except ConfigError as exc:

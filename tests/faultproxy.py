@@ -3,6 +3,7 @@
 The gateway's TWILIO_API_BASE_URL points here; every request goes on to the simulator
 unchanged except the message sends (`POST …/Messages.json`) picked by the plan:
 - `hold`: the request is read and never answered (a send in flight, for killing its worker);
+- `stall`: like `hold`, but once let go the send reaches the simulator (it went out after all);
 - `error`: Twilio answers HTTP 500 (an HTML page, as its front end does) and sends nothing;
 - `late`: the simulator accepts the message, the answer comes after the client gave up
   (the ambiguous timeout: sent, but the gateway cannot know).
@@ -17,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-FAULTS = ("hold", "error", "late")
+FAULTS = ("hold", "stall", "error", "late")
 
 
 @dataclass
@@ -46,7 +47,7 @@ class FaultProxy:
         self.target = target.rstrip("/")
         self.plan = Plan()
         self.records: list[Record] = []
-        self.release = threading.Event()
+        self.let_go = threading.Event()  # held and stalled sends wait for this
         self._lock = threading.Lock()
         self._sends = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -60,15 +61,15 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
-        """Let held requests go (unanswered) and stop serving."""
-        self.release.set()
+        """Let held requests go and stop serving."""
+        self.let_go.set()
         self.server.shutdown()
         self.server.server_close()
 
     def held(self) -> list[Record]:
-        """The sends held so far."""
+        """The sends held or stalled so far."""
         with self._lock:
-            return [r for r in self.records if r.fault == "hold"]
+            return [r for r in self.records if r.fault in ("hold", "stall")]
 
     def _decide(self, to: str) -> str | None:
         with self._lock:
@@ -108,16 +109,17 @@ class FaultProxy:
                 if self.command == "POST" and self.path.endswith("/Messages.json"):
                     to = requests.utils.unquote(body.decode(errors="replace").partition("To=")[2].split("&")[0])
                     fault = proxy._decide(to)
-                if fault == "hold":
-                    proxy.release.wait(120)
-                    self.close_connection = True
-                    return
+                if fault in ("hold", "stall"):
+                    proxy.let_go.wait(120)
+                    if fault == "hold":
+                        self.close_connection = True
+                        return
                 if fault == "error":
                     self._answer(500, b"<html><body>Internal Server Error</body></html>", "text/html")
                     return
                 answer = self._forward(body)
                 if fault == "late":
-                    proxy.release.wait(proxy.plan.late_seconds)
+                    time.sleep(proxy.plan.late_seconds)
                 self._answer(answer.status_code, answer.content,
                              answer.headers.get("Content-Type", "application/json"))
 

@@ -28,6 +28,19 @@ def aof_redis() -> Iterator[PrivateRedis]:
         server.cleanup()
 
 
+@pytest.fixture
+def proxied(aof_redis: PrivateRedis) -> Iterator[tuple[Stack, FaultProxy]]:
+    """A stack on the private Redis whose carrier requests pass the fault proxy (long timeout)."""
+    stack = Stack(0, redis_server=aof_redis.url, FALLBACK_CHANNELS="", TWILIO_TIMEOUT="60")
+    proxy = FaultProxy(stack.sim_url).start()
+    stack.env["TWILIO_API_BASE_URL"] = proxy.url
+    try:
+        yield stack.start(), proxy
+    finally:
+        stack.stop()
+        proxy.stop()
+
+
 def _ended(stack: Stack, verification_id: str) -> dict[str, str] | None:
     """The audit record of a verification, read straight from Redis (reading it through the
     API would end an expired verification itself and hide whether the timer fired)."""
@@ -38,26 +51,36 @@ def _ended(stack: Stack, verification_id: str) -> dict[str, str] | None:
     return None
 
 
-def test_a_job_whose_worker_was_killed_mid_send_is_retried_within_a_minute(aof_redis: PrivateRedis) -> None:
-    stack = Stack(0, redis_server=aof_redis.url, FALLBACK_CHANNELS="", TWILIO_TIMEOUT="60")
-    proxy = FaultProxy(stack.sim_url).start()
-    stack.env["TWILIO_API_BASE_URL"] = proxy.url
-    try:
-        stack.start()
-        proxy.plan.next = ["hold"]
-        to = "+48600400100"
-        v = stack.start_verification(to, channel="sms")
-        poll(proxy.held, 20, what="the send to be in flight")
-        stack.kill("worker")  # the only worker: it ran the scheduler too
-        killed = time.monotonic()
-        stack.spawn_worker("worker-2")  # as a platform restarts a crashed process
-        code = stack.sms_code(to, timeout=60)
-        assert time.monotonic() - killed < 60
-        assert stack.check(v["id"], code)["status"] == "approved"
-        assert [r.fault for r in proxy.records] == ["hold", None]
-    finally:
-        stack.stop()
-        proxy.stop()
+def test_a_job_whose_worker_was_killed_mid_send_is_retried_within_a_minute(
+        proxied: tuple[Stack, FaultProxy]) -> None:
+    stack, proxy = proxied
+    proxy.plan.next = ["hold"]
+    to = "+48600400100"
+    v = stack.start_verification(to, channel="sms")
+    poll(proxy.held, 20, what="the send to be in flight")
+    stack.kill("worker")  # the only worker: it ran the scheduler too
+    killed = time.monotonic()
+    stack.spawn_worker("worker-2")  # as a platform restarts a crashed process
+    code = stack.sms_code(to, timeout=60)
+    assert time.monotonic() - killed < 60
+    assert stack.check(v["id"], code)["status"] == "approved"
+    assert [r.fault for r in proxy.records] == ["hold", None]
+
+
+def test_the_worker_survives_redis_vanishing_mid_job_and_the_job_is_redone(
+        proxied: tuple[Stack, FaultProxy], aof_redis: PrivateRedis) -> None:
+    stack, proxy = proxied
+    proxy.plan.next = ["hold"]
+    to = "+48600400150"
+    v = stack.start_verification(to, channel="sms")
+    poll(proxy.held, 20, what="the send to be in flight")
+    aof_redis.stop()
+    proxy.let_go.set()  # the send fails while Redis is away: rq's work loop quits, a new one starts
+    time.sleep(3)  # the outage itself (not synchronisation)
+    aof_redis.start()
+    code = stack.sms_code(to, timeout=60)
+    assert stack.procs["worker"].poll() is None
+    assert stack.check(v["id"], code)["status"] == "approved"
 
 
 def test_timers_fire_on_time_after_redis_restarts(aof_redis: PrivateRedis) -> None:
