@@ -15,6 +15,7 @@ import phonenumbers
 
 from config.prices import DEFAULT_FILE as DEFAULT_PRICE_FILE
 from config.prices import PriceList, load_prices
+from config.redis_urls import SentinelTarget, UrlProblem, parse_redis_url
 
 CHANNELS = ("sms", "sms_reply", "call", "totp", "recovery_code")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -48,6 +49,9 @@ class Settings:
     """Every setting of the gateway, with the contract's defaults."""
 
     redis_url: str | None = None
+    rq_redis_url: str | None = None
+    redis_wait_replicas: int = 0
+    redis_wait_ms: int = 100
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
     verify_accounts: tuple[VerifyCredential, ...] = ()
@@ -223,6 +227,21 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(name, f"expected true or false, got {raw!r}")
 
 
+def _redis_url(env: Mapping[str, str], name: str) -> str | None:
+    url = env.get(name) or None
+    if url:
+        redis_target(name, url)
+    return url
+
+
+def redis_target(name: str, url: str) -> SentinelTarget | None:
+    """The Sentinel target of a Redis URL (None for a plain URL); ConfigError naming the variable."""
+    try:
+        return parse_redis_url(url)
+    except UrlProblem as exc:
+        raise ConfigError(name, str(exc)) from None
+
+
 def _admin_keys(env: Mapping[str, str]) -> tuple[str, ...]:
     keys = tuple(_list(env, "GATEWAY_ADMIN_KEYS"))
     # An admin key can reset any user's methods: a guessable one is refused at start.
@@ -287,9 +306,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise ConfigError naming the bad variable."""
     env = _layered(os.environ if environ is None else environ)
     port = _int(env, "PORT", 8000, 1, 65535)
-    redis_url = env.get("REDIS_URL") or None
-    if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError("REDIS_URL", "must start with redis://, rediss:// or unix://")
+    redis_url = _redis_url(env, "REDIS_URL")
+    rq_redis_url = _redis_url(env, "RQ_REDIS_URL")
     sms_from = env.get("SMS_FROM") or None
     if sms_from and not (E164.match(sms_from) or SERVICE_SID.match(sms_from)):
         raise ConfigError("SMS_FROM", "must be an E.164 number or a Messaging Service SID (MG…)")
@@ -322,6 +340,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("WORKER_CLASS", "must be simple or fork")
     return Settings(
         redis_url=redis_url,
+        rq_redis_url=rq_redis_url,
+        redis_wait_replicas=_int(env, "REDIS_WAIT_REPLICAS", 0, 0, 100),
+        redis_wait_ms=_int(env, "REDIS_WAIT_MS", 100, 1, 60000),
         api_keys=tuple(_list(env, "GATEWAY_API_KEYS")),
         admin_keys=_admin_keys(env),
         verify_accounts=_verify_accounts(env, "VERIFY_ACCOUNTS"),

@@ -42,7 +42,7 @@ def enqueue_delivery(svc: Services, verification_id: str, attempt: int) -> Job:
     """Queue the delivery of one attempt."""
     retry = _retry(svc)
     # One pipeline: rq's job save and queue push go to Redis in a single round trip.
-    with svc.redis.pipeline() as pipe:
+    with svc.queue.connection.pipeline() as pipe:
         job = svc.queue.enqueue_call(
             deliver, args=(verification_id, attempt), retry=retry, timeout=60,
             result_ttl=0, failure_ttl=86400, on_failure=Callback(delivery_gave_up), pipeline=pipe,

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from flask import current_app
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 from rq import Queue
 
-from config import ConfigError, Settings
+from config import ConfigError, Settings, redis_target
 from gateway import codes
 from gateway.abuse_store import AbuseStore
 from gateway.carrier import Carrier
@@ -19,15 +22,73 @@ from gateway.store import Store
 log = logging.getLogger(__name__)
 
 
-def connect_redis(url: str) -> redis.Redis:
-    """A Redis client that fails fast (a few seconds) when the server is gone."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=15,
+SOCKET_CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 5.0
+SENTINEL_TIMEOUT = 1.0  # each Sentinel asked in turn: a dead one must not hold a request long
+
+
+class _ReadOnlyMeansFailover:
+    """A demoted primary answers writes with READONLY: drop the connection so the retry reconnects.
+
+    redis-py does this only inside its Sentinel connection, and only for a READONLY reply to a
+    plain command; behind a managed failover endpoint (plain redis://, DNS moved to the new
+    primary) the plain client would fail for good (StackExchange.Redis #2264, ElastiCache docs),
+    and Redis 6 wraps READONLY inside a script's "ERR Error running script" reply.
+    """
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.exceptions.ResponseError as exc:
+            if not isinstance(exc, redis.exceptions.ReadOnlyError) and "-READONLY " not in str(exc):
+                raise
+            self.disconnect()  # type: ignore[attr-defined]
+            raise redis.exceptions.ConnectionError(f"the primary was demoted ({exc}); reconnecting") from None
+
+
+class FailoverConnection(_ReadOnlyMeansFailover, redis.connection.Connection):
+    """A TCP connection that reconnects after READONLY."""
+
+
+class FailoverSSLConnection(_ReadOnlyMeansFailover, redis.connection.SSLConnection):
+    """A TLS connection that reconnects after READONLY."""
+
+
+class SentinelFailoverConnection(_ReadOnlyMeansFailover, SentinelManagedConnection):
+    """A Sentinel-managed connection that also reconnects after a READONLY inside a script."""
+
+
+class SentinelFailoverSSLConnection(_ReadOnlyMeansFailover, SentinelManagedSSLConnection):
+    """The same over TLS."""
+
+
+def connect_redis(url: str, variable: str = "REDIS_URL") -> redis.Redis:
+    """A Redis client that fails fast (a few seconds) when the server, or every Sentinel, is gone."""
+    fail_fast: dict[str, Any] = dict(
+        socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
+        socket_timeout=SOCKET_TIMEOUT,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    )
+    target = redis_target(variable, url)
+    if target is None:
+        scheme = urlsplit(url).scheme
+        if scheme != "unix":
+            fail_fast["connection_class"] = FailoverSSLConnection if scheme == "rediss" else FailoverConnection
+        return redis.Redis.from_url(url, health_check_interval=15, **fail_fast)
+    sentinel = Sentinel(
+        list(target.sentinels),
+        sentinel_kwargs=dict(
+            socket_connect_timeout=SENTINEL_TIMEOUT, socket_timeout=SENTINEL_TIMEOUT, retry=Retry(NoBackoff(), 0),
+            password=target.sentinel_password, ssl=target.ssl,
+        ),
+    )
+    # health_check_interval must be 0: redis-py's pub/sub health check PINGs the old master's
+    # address directly and never follows a failover (../shared/reference/redis-scale-out.md §2).
+    return sentinel.master_for(
+        target.master, db=target.db, username=target.username, password=target.password,
+        connection_class=SentinelFailoverSSLConnection if target.ssl else SentinelFailoverConnection,
+        health_check_interval=0, **fail_fast,
     )
 
 
@@ -67,6 +128,9 @@ def build_services(settings: Settings) -> Services:
             "(`python -m gateway` generates one for development)",
         )
     connection = connect_redis(settings.redis_url or "redis://localhost:6379/0")
+    rq_url = settings.rq_redis_url
+    # The queue may live on a Redis of its own: rq's bookkeeping is most of Redis's work per verification.
+    rq_connection = connect_redis(rq_url, "RQ_REDIS_URL") if rq_url and rq_url != settings.redis_url else connection
     carrier = None
     if settings.twilio_enabled:
         carrier = Carrier(
@@ -78,8 +142,9 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
         redis=connection,
-        queue=Queue(settings.queue_name, connection=connection),
-        store=Store(connection, settings.server_name, settings.audit_retention),
+        queue=Queue(settings.queue_name, connection=rq_connection),
+        store=Store(connection, settings.server_name, settings.audit_retention,
+                    (settings.redis_wait_replicas, settings.redis_wait_ms)),
         carrier=carrier,
         abuse=AbuseStore(connection),
     )

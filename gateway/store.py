@@ -17,6 +17,11 @@ from gateway.oath import Algorithm, Params, StoredToken, UserMethods
 AUDIT_STREAM = "gw:audit"
 ACTIONS_STREAM = "gw:actions"
 USER_AUDIT_STREAM = "gw:audit:users"  # changes to users' methods: activations, replacements, resets
+# Published (to no one) before WAIT, so WAIT covers everything the primary holds, also a record an
+# earlier, unconfirmed request wrote (WAIT counts only the writes of its own connection).
+REPLICATION_MARK = "gw:replicated"
+# Scripts that can end a verification: with REDIS_WAIT_REPLICAS, WAIT follows them in one pipeline.
+WAITED_SCRIPTS = frozenset({"check", "finish", "advance"})
 _LUA = Path(__file__).with_name("lua")
 
 
@@ -52,6 +57,7 @@ class Outcome:
     kind: str
     value: str = ""
     verification: Verification | None = None
+    replicated: bool = True  # False: fewer replicas than REDIS_WAIT_REPLICAS confirmed it in time
 
     @property
     def audit(self) -> str | None:
@@ -89,8 +95,11 @@ def _server_ip() -> str:
 class Store:
     """The gateway's storage: one Redis, atomic changes through registered Lua scripts."""
 
-    def __init__(self, connection: redis.Redis, server_name: str, audit_retention: int) -> None:
+    def __init__(
+        self, connection: redis.Redis, server_name: str, audit_retention: int, wait: tuple[int, int] = (0, 0)
+    ) -> None:
         self.redis = connection
+        self.wait_replicas, self.wait_ms = wait
         self.server_name = server_name
         self.server_ip = _server_ip()
         self.audit_retention_ms = audit_retention * 1000
@@ -112,10 +121,32 @@ class Store:
     def _run(self, name: str, keys: list[str], *args: object) -> Outcome:
         now = time.time()
         context = [f"{now:.6f}", self.server_name, self.server_ip, int(now * 1000 - self.audit_retention_ms)]
-        reply = self._scripts[name](keys=keys, args=context + [str(a) for a in args])
+        reply, replicated = self._call(name, keys, context + [str(a) for a in args])
         kind, value = (v.decode() if isinstance(v, bytes) else str(v) for v in reply[:2])
         raw = dict(zip(reply[2::2], reply[3::2]))
-        return Outcome(kind, value, _decode(raw) if raw else None)
+        return Outcome(kind, value, _decode(raw) if raw else None, replicated)
+
+    def _call(self, name: str, keys: list[str], args: list[object]) -> tuple[list[object], bool]:
+        """Run a script; with REDIS_WAIT_REPLICAS, WAIT for replicas on the same connection (a pipeline)."""
+        if not self.wait_replicas or name not in WAITED_SCRIPTS:
+            return self._scripts[name](keys=keys, args=args), True
+        with self.redis.pipeline(transaction=False) as pipe:
+            self._scripts[name](keys=keys, args=args, client=pipe)
+            reply, confirmed = self._wait(pipe)
+        return reply, confirmed
+
+    def _wait(self, pipe: redis.client.Pipeline) -> tuple[object, bool]:
+        pipe.publish(REPLICATION_MARK, "")
+        pipe.wait(self.wait_replicas, self.wait_ms)
+        *replies, acknowledged = pipe.execute()
+        return (replies[0] if len(replies) > 1 else None), int(acknowledged) >= self.wait_replicas
+
+    def replicated(self) -> bool:
+        """Whether REDIS_WAIT_REPLICAS replicas hold everything the primary holds now (True when 0)."""
+        if not self.wait_replicas:
+            return True
+        with self.redis.pipeline(transaction=False) as pipe:
+            return self._wait(pipe)[1]
 
     def create(
         self,

@@ -11,13 +11,14 @@ from gateway import abuse, codes, fallback, jobs, methods, metrics, phone
 from gateway.carrier import Action, classify
 from gateway.errors import (
     DestinationBlocked, IdempotencyConflict, NoRecoveryCodes, NotFound, NotPending, RateLimited, TotpNotEnrolled,
+    Unavailable,
 )
 from gateway.models import (
     ATTEMPT_RANK, FAILED_ATTEMPT, AttemptStatus, Channel, CodeOptions, Reason, Status, Verification,
 )
 from gateway.schemas import StartRequest
 from gateway.services import Services
-from gateway.store import Outcome
+from gateway.store import ENDING, Outcome
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("gateway.audit")
@@ -55,7 +56,20 @@ def _ended(outcome: Outcome) -> Outcome:
         audit_log.info(record)
         data = json.loads(record)
         metrics.ended(data["channel"], data["status"], data["reason"])
+    if outcome.kind in CONFIRMED_ENDS:
+        _confirmed(outcome.replicated)
     return outcome
+
+
+# An end, or a repeat that finds it ended: acknowledged only once REDIS_WAIT_REPLICAS confirm it.
+CONFIRMED_ENDS = ENDING | {"finished", "noop"}
+
+
+def _confirmed(replicated: bool) -> None:
+    """Refuse to acknowledge a change that too few replicas confirmed (the caller retries it safely)."""
+    if not replicated:
+        log.warning("a change was not confirmed by REDIS_WAIT_REPLICAS replicas in time; answering 503")
+        raise Unavailable("The change was not yet confirmed by the storage's replicas; retry shortly.")
 
 
 def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tuple[Verification, bool]:
@@ -94,8 +108,10 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
         (idempotency_key, req.fingerprint()) if idempotency_key else None, _key_ttl(svc, expires_at), opts.live_key,
     )
     if outcome.kind == "existing":
+        _confirmed(svc.store.replicated())
         return get(svc, outcome.value), False
     if outcome.kind == "live" and outcome.verification is not None:
+        _confirmed(svc.store.replicated())
         return outcome.verification, False
     if outcome.kind == "conflict":
         raise IdempotencyConflict("This Idempotency-Key was used with a different request body.")
@@ -105,6 +121,8 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     assert outcome.verification is not None
     metrics.started(outcome.verification.channel.value)
     jobs.enqueue_delivery(svc, verification_id, 1)
+    # Confirmed after the enqueue, so the job is covered too; a retry finds it existing, already queued.
+    _confirmed(svc.store.replicated())
     return outcome.verification, True
 
 

@@ -51,7 +51,9 @@ def run(app_config: Any = None, burst: bool = False) -> int:
     svc = app.extensions["gateway"]
     worker_class = GatewaySimpleWorker if svc.settings.worker_class == "simple" else GatewayForkWorker
     # Its own fail-fast connection: rq raises the socket timeout of the connection it is given.
-    supervisor = Supervisor(app, svc.queue.name, connect_redis(svc.settings.redis_url or "redis://localhost:6379/0"))
+    rq_url, variable = ((svc.settings.rq_redis_url, "RQ_REDIS_URL") if svc.settings.rq_redis_url
+                        else (svc.settings.redis_url or "redis://localhost:6379/0", "REDIS_URL"))
+    supervisor = Supervisor(app, svc.queue.name, connect_redis(rq_url, variable))
     delay = 0.5
     with app.app_context():
         if not burst:
@@ -61,7 +63,7 @@ def run(app_config: Any = None, burst: bool = False) -> int:
                 worker = None
                 try:
                     # rq talks to Redis already while building a worker (CLIENT SETNAME).
-                    worker = worker_class([svc.queue], connection=svc.redis, worker_ttl=WORKER_TTL,
+                    worker = worker_class([svc.queue], connection=svc.queue.connection, worker_ttl=WORKER_TTL,
                                           maintenance_interval=MAINTENANCE_INTERVAL)
                     supervisor.watch(worker.name)
                     if burst:
