@@ -87,6 +87,7 @@ class CodeOptions:
     org_name: str | None = None
     share_warning: bool | None = None
     delivery_deadline: int | None = None
+    voice: str | None = None  # the <Say> voice of calls (Twilio's tts_name)
     # At most one pending verification per this key: a start finds the live one instead.
     live_key: str | None = None
     # Fields a layer above keeps with the verification (x_<name> in the hash).
@@ -145,6 +146,7 @@ class Verification:
     org_name: str | None = None
     share_warning: bool | None = None
     delivery_deadline: int | None = None
+    voice: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -417,5 +417,6 @@ def _decode(raw: Mapping[bytes, bytes]) -> Verification:
         org_name=h.get("o_org") or None,
         share_warning={"1": True, "0": False}.get(h.get("o_warn", "")),
         delivery_deadline=int(h["o_dd"]) if h.get("o_dd") else None,
+        voice=h.get("o_voice") or None,
         tags={k[2:]: v for k, v in h.items() if k.startswith("x_")},
     )

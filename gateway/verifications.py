@@ -131,6 +131,7 @@ def _option_fields(svc: Services, opts: CodeOptions) -> dict[str, str]:
     kept = opts.custom_code or (codes.generate(opts.length or svc.settings.code_length) if opts.same_code else None)
     fields = {
         "o_len": opts.length, "o_ttl": opts.ttl, "o_org": opts.org_name, "o_dd": opts.delivery_deadline,
+        "o_voice": opts.voice,
         "o_warn": None if opts.share_warning is None else int(opts.share_warning),
         "keep": codes.encrypt(svc.key("code-cipher"), kept) if kept else None,
     }

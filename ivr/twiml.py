@@ -80,9 +80,9 @@ class Speaker:
     language: str
 
     @classmethod
-    def of(cls, locale: str) -> "Speaker":
-        """The speaker of a locale (English settings fill in what a locale lacks)."""
-        return cls(locale, i18n.setting(locale, SECTION, "voice"), i18n.setting(locale, SECTION, "language"))
+    def of(cls, locale: str, voice: str | None = None) -> "Speaker":
+        """The speaker of a locale (English settings fill in what a locale lacks), optionally in another voice."""
+        return cls(locale, voice or i18n.setting(locale, SECTION, "voice"), i18n.setting(locale, SECTION, "language"))
 
     def say(self, parent: VoiceResponse | Gather, key: str, **values: object) -> None:
         """Add a <Say> of one text to a response or a gather."""
@@ -118,9 +118,9 @@ def fraud_step(locale: str, action: str) -> VoiceResponse:
 
 
 def read_code(locale: str, org: str, code: str, action: str, first: bool = True,
-              offer_repeat: bool = True) -> VoiceResponse:
+              offer_repeat: bool = True, voice: str | None = None) -> VoiceResponse:
     """The code read aloud digit by digit, twice; 1 hears it again (while offered); then goodbye."""
-    speaker = Speaker.of(locale)
+    speaker = Speaker.of(locale, voice)
     response = VoiceResponse()
     parent: VoiceResponse | Gather = response
     if offer_repeat:

@@ -102,7 +102,8 @@ def answer(verification_id: str, attempt: int) -> Response:
         if code is None:
             return twiml(flows.farewell(v.locale, "ended"))
         offer = svc.settings.call_menu_tries > 1
-        return twiml(flows.read_code(v.locale, org, code, _gather_url(v, attempt, 1), offer_repeat=offer))
+        return twiml(flows.read_code(v.locale, org, code, _gather_url(v, attempt, 1), offer_repeat=offer,
+                                     voice=v.voice))
     return twiml(flows.menu(v.locale, org, _gather_url(v, attempt, 1)))
 
 
@@ -134,8 +135,9 @@ def _code_keys(svc: Services, v: Verification, attempt: int, turn: int, digits: 
         return flows.farewell(v.locale, "ended")
     if digits != flows.REPEAT_CODE or turn >= tries:
         return flows.farewell(v.locale, "goodbye")
-    return flows.read_code(v.locale, v.org_name or svc.settings.organization_name, code, _gather_url(v, attempt, turn + 1),
-                           first=False, offer_repeat=turn + 1 < tries)
+    org = v.org_name or svc.settings.organization_name
+    return flows.read_code(v.locale, org, code, _gather_url(v, attempt, turn + 1),
+                           first=False, offer_repeat=turn + 1 < tries, voice=v.voice)
 
 
 def _menu_keys(svc: Services, v: Verification, attempt: int, turn: int, picked: flows.Choice) -> VoiceResponse:

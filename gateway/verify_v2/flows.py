@@ -1,6 +1,7 @@
 """Verify v2 verifications on the gateway's own state machine (gateway/verifications.py)."""
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ SEND_LIMIT = 5
 CHANNELS = ("sms", "call", "auto")
 # Twilio channels the gateway does not deliver on: 60223 (reference §4).
 DISABLED = ("whatsapp", "email", "sna", "rbm")
+# Voices of TwiML <Say> (https://www.twilio.com/docs/voice/twiml/say#voice): Amazon Polly and
+# Google voices by name, and the basic man, woman and alice.
+TTS_VOICE = re.compile(r"^((Polly|Google)\.[A-Za-z0-9-]{2,40}|man|woman|alice)$")
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ def _channel(form: Mapping[str, str]) -> str:
 
 def _locale(form: Mapping[str, str]) -> str:
     value = form.get("Locale") or "en"
-    if not forms.LOCALE.match(value):
+    if not forms.LOCALE.fullmatch(value):
         raise invalid("Locale", "a language tag like en or pt-BR")
     language = value.split("-")[0]
     return language if language in i18n.LOCALES else i18n.DEFAULT
@@ -70,6 +74,11 @@ def parse_create(form: Mapping[str, str], service: Service) -> CreateRequest:
     return CreateRequest(number, channel, _locale(form), forms.text(form, "CustomFriendlyName", 30), custom)
 
 
+def _voice(tts_name: str | None) -> str | None:
+    """A TtsName that names a Twilio <Say> voice (Polly.*, Google.*, man, woman, alice), else None."""
+    return tts_name if tts_name and TTS_VOICE.fullmatch(tts_name) else None
+
+
 def _live_key(service: Service, number: str) -> str:
     return f"v2:{service.sid}:{number}"
 
@@ -81,7 +90,7 @@ def _start_request(svc: Services, service: Service, req: CreateRequest) -> Start
     options = CodeOptions(
         length=service.code_length, ttl=service.code_lifetime, same_code=True, custom_code=req.custom_code,
         org_name=req.friendly_name or service.friendly_name, share_warning=service.do_not_share_warning_enabled,
-        delivery_deadline=service.delivery_deadline, live_key=_live_key(service, req.to.e164),
+        delivery_deadline=service.delivery_deadline, voice=_voice(service.tts_name), live_key=_live_key(service, req.to.e164),
         tags=(("svc", service.sid), ("acct", service.account_sid)),
     )
     return StartRequest(to=req.to.e164, channel=req.channel, fallback=tuple(Channel(c) for c in chain),
@@ -113,7 +122,7 @@ def find(svc: Services, service: Service, sid_or_to: str, checking: bool = False
             v = verifications.get(svc, verification_id(sid_or_to))
         except NotFound:
             v = None
-    elif forms.E164.match(sid_or_to):
+    elif forms.E164.fullmatch(sid_or_to):
         try:
             number = phone.parse(sid_or_to).e164
         except InvalidPhoneNumber:

@@ -49,7 +49,7 @@ def integer(form: Mapping[str, str], name: str, low: int, high: int) -> int | No
 def e164(form: Mapping[str, str], name: str, required: bool = True) -> str | None:
     """A phone number in E.164 (with the +), as Twilio requires of `To`."""
     value = text(form, name, 32, required)
-    if value is not None and not E164.match(value.strip()):
+    if value is not None and not E164.fullmatch(value.strip()):
         raise invalid(name, "a phone number in E.164 form, like +15017122661")
     return value.strip() if value else None
 
@@ -61,14 +61,14 @@ def code(form: Mapping[str, str], name: str, required: bool = False) -> str | No
         if required:
             raise invalid(name, "required")
         return None
-    if not CODE.match(value):
+    if not CODE.fullmatch(value):
         raise invalid(name, "4 to 10 letters or digits")
     return value
 
 
 def sid(value: str | None, prefix: str) -> bool:
     """Whether a value is a SID of the given kind (VA, VE, VL)."""
-    return bool(value and SID[prefix].match(value))
+    return bool(value and SID[prefix].fullmatch(value))
 
 
 def page(args: Mapping[str, str]) -> tuple[int, int]:

@@ -360,3 +360,23 @@ def test_attempts_api_lists_fetches_and_sums_up_the_deliveries(stack: Stack, sdk
     other = client(stack, OTHER_ACCOUNT, OTHER_TOKEN)
     assert other.verify.v2.verification_attempts.list(verify_service_sid=va) == []
     assert refused(other.verify.v2.verification_attempts(mine[0].sid).fetch).code == 20404
+
+
+def test_a_call_reads_the_code_in_the_services_voice_and_the_check_approves(stack: Stack, sdk: Client) -> None:
+    va = sdk.verify.v2.services.create(friendly_name="Voice", tts_name="Polly.Matthew", code_length=5).sid
+    to = new_number()
+    stack.sim("PUT", f"handsets/{to}/behaviour", {"call": "answer", "keys": []})
+    v = sdk.verify.v2.services(va).verifications.create(to=to, channel="call")
+    assert v.channel == "call"
+
+    def finished() -> object:
+        calls = stack.sim("GET", f"handsets/{to}")["calls"]
+        return calls[-1] if calls and not calls[-1]["active"] else None
+
+    call = poll(finished, 30, what=f"the call to {to}")
+    spoken = [re.search(r"\d(?:, \d)+", s["text"]) for s in call["said"]]
+    code = next(m.group(0).replace(", ", "") for m in spoken if m)
+    assert len(code) == 5 and {s["voice"] for s in call["said"]} == {"Polly.Matthew"}
+    assert "Voice" in call["said"][0]["text"]  # the Service's name is the one the call says
+    hit = sdk.verify.v2.services(va).verification_checks.create(to=to, code=code)
+    assert (hit.status, hit.valid, hit.channel) == ("approved", True, "call")
