@@ -18,7 +18,7 @@ from gateway.errors import DestinationBlocked, RateLimited, Unavailable
 from gateway.models import Channel, Verification
 from gateway.phone import NumberType, PhoneNumber
 from gateway.services import Services
-from gateway.store import key_for
+from gateway.store import key_for, user_key
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +183,19 @@ def _count_max_sends(svc: Services, v: Verification, kind: str, channel: Channel
 
 def admit_check(svc: Services, verification_id: str) -> None:
     """Count a code check against its user's allowance (TOTP included), or raise 429 user."""
+    _gate_check(svc, key_for(verification_id), None)
+
+
+def admit_confirmation(svc: Services, user_id: str) -> None:
+    """Count a new authenticator's confirmation code against the user's check allowance, or raise 429 user."""
+    _gate_check(svc, user_key(user_id), user_id)
+
+
+def _gate_check(svc: Services, key: str, user_id: str | None) -> None:
     s = svc.settings
     try:
         wait = svc.abuse.check_gate(
-            key_for(verification_id), s.abuse.checks_per_user, s.rate_limit_window, s.audit_retention * 1000,
-            s.server_name,
+            key, s.abuse.checks_per_user, s.rate_limit_window, s.audit_retention * 1000, s.server_name, user_id
         )
     except redis.exceptions.RedisError as exc:
         raise Unavailable("The gateway's limits cannot be checked; try again shortly.") from exc

@@ -70,9 +70,13 @@ class AbuseStore:
         pipe.xadd(AUDIT_STREAM, {k: str(v) for k, v in record.items()}, minid=minid, approximate=True)
         pipe.execute()
 
-    def check_gate(self, vf_key: str, limit: int, window: int, audit_retention_ms: int, server: str) -> int | None:
-        """Count a check against its user's allowance; seconds to wait when refused, else None."""
-        reply = [_text(v) for v in self._scripts["check_gate"](keys=[vf_key], args=[limit, window, audit_retention_ms, server])]
+    def check_gate(
+        self, key: str, limit: int, window: int, audit_retention_ms: int, server: str, user_id: str | None = None
+    ) -> int | None:
+        """Count a check (a verification's key) or an authenticator confirmation (the user's hash and
+        id) against the user's allowance; seconds to wait when refused, else None."""
+        args: list[object] = [limit, window, audit_retention_ms, server] + ([user_id] if user_id else [])
+        reply = [_text(v) for v in self._scripts["check_gate"](keys=[key], args=args)]
         return int(reply[2]) if reply[0] == "refused" else None
 
     def reset_breaker(self, payload: dict[str, Any]) -> bool:

@@ -47,6 +47,9 @@ def plan_chain(
         # Explicitly asked for SMS to a number that said STOP: refuse rather than surprise.
         if first in SMS_CHANNELS and reach.opted_out:
             return []
+    # A recovery code is the last resort: each one used is one of ten gone, so in a fallback
+    # chain every other channel comes first.
+    rest = tuple(sorted(rest, key=lambda channel: channel is Channel.RECOVERY_CODE))
     chain: list[Channel] = []
     for channel in (first, *rest):
         if channel not in chain and reach.can(channel):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pyotp
 
-from gateway import codes, oath
+from gateway import abuse, codes, oath
 from gateway.errors import (
     InvalidRequest, NoActiveMethod, NoPendingAuthenticator, NotFound, ProofRequired,
 )
@@ -141,6 +141,8 @@ def confirm_totp(
     secret = codes.decrypt(svc.keys(CIPHER), pending) if pending else None
     if pending is None or secret is None:
         raise NoPendingAuthenticator(f"User {user_id} has no pending authenticator; enrol one first.")
+    # Every confirmation code counts toward the user's check allowance, like a verification's.
+    abuse.admit_confirmation(svc, user_id)
     step = oath.matched_step(secret, oath.Params(), req.code, time.time() if now is None else now)
     recovery = new_recovery_codes()
     outcome = svc.store.confirm_app(

@@ -27,6 +27,12 @@ def activate(client, user: str) -> tuple[pyotp.TOTP, list[str]]:  # type: ignore
     return app, r.get_json()["recovery_codes"]
 
 
+def redis_now(r) -> float:  # type: ignore[no-untyped-def]
+    """Redis's clock, which decides expiry."""
+    seconds, micros = r.time()
+    return seconds + micros / 1e6  # type: ignore[no-any-return]
+
+
 def recovery_verification(svc: Services, user: str, n: int) -> str:
     to = f"+48600400{n:03d}"  # one number each: the per-number rate limit stays out of the way
     v, _ = verifications.start(svc, parse_start({"to": to, "channel": "recovery_code", "user_id": user}), None)
@@ -83,8 +89,10 @@ def test_a_pending_enrolment_expires(settings, redis_db) -> None:  # type: ignor
     quick.environ_base["HTTP_AUTHORIZATION"] = "Bearer test-api-key-0123456789"
     app, _ = activate(quick, "tom")
     second = pyotp.parse_uri(quick.post("/v1/users/tom/totp").get_json()["otpauth_uri"])
-    poll(lambda: quick.post("/v1/users/tom/totp/confirm", json={"code": second.at(time.time())}).status_code == 409,
-         timeout=10, what="the pending enrolment to expire")
+    expires = float(redis_db.hget("gw:user:tom", "pending:exp"))
+    poll(lambda: redis_now(redis_db) > expires, timeout=10,
+         what="Redis's clock to pass the enrolment's expiry")
+    assert quick.post("/v1/users/tom/totp/confirm", json={"code": second.at(time.time())}).status_code == 409
     # A user with nothing but an expired enrolment is forgotten altogether.
     quick.post("/v1/users/una/totp")
     poll(lambda: not redis_db.exists("gw:user:una"), timeout=10, what="the user record to expire")
@@ -144,3 +152,21 @@ def test_recovery_codes_and_a_pending_app_survive_a_key_rotation(settings, redis
     assert after.post(f"/v1/verifications/{vid}/check", json={"code": codes[0]}).get_json()["valid"] is True
     r = after.post("/v1/users/kim/totp/confirm", json={"code": pending.at(time.time()), "verification_id": vid})
     assert r.status_code == 200 and r.get_json()["status"] == "active"
+
+
+def test_confirmation_codes_count_toward_the_users_check_allowance(settings, redis_db) -> None:  # type: ignore[no-untyped-def]
+    limited = create_app(settings.replace(abuse=dataclasses.replace(settings.abuse, checks_per_user=3)))
+    c = limited.test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+    app = pyotp.parse_uri(c.post("/v1/users/lea/totp").get_json()["otpauth_uri"])
+    now = time.time()
+    wrong = next(x for x in (f"{n:06d}" for n in range(1000000)) if x not in {app.at(now + d) for d in (-60, -30, 0, 30, 60)})
+    for left in (4, 3, 2):
+        assert c.post("/v1/users/lea/totp/confirm", json={"code": wrong}).get_json()["remaining_attempts"] == left
+    r = c.post("/v1/users/lea/totp/confirm", json={"code": app.at(time.time())})
+    assert r.status_code == 429 and r.get_json()["error"]["reason"] == "user" and r.headers["Retry-After"]
+    # The allowance is the user's, shared with the checks of their verifications.
+    vid = c.post("/v1/verifications", json={"to": "+48600400960", "channel": "sms", "user_id": "lea"}).get_json()["id"]
+    assert c.post(f"/v1/verifications/{vid}/check", json={"code": "123456"}).status_code == 429
+    refused = [f for _, f in redis_db.xrange("gw:audit") if f.get(b"action") == b"confirm"]
+    assert refused and refused[0][b"user_id"] == b"lea" and refused[0][b"reason"] == b"user"

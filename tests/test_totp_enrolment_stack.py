@@ -235,3 +235,19 @@ def test_the_admin_scope_replaces_without_proof_and_is_recorded(stack: Stack) ->
     assert stack.api("DELETE", "/v1/users/ivy", headers=admin).status_code == 204
     assert user_events(stack, "ivy")[-1]["event"] == "methods_reset"
     activate(stack, "ivy")
+
+
+def test_an_undelivered_sms_falls_back_to_a_recovery_code_last(stack: Stack) -> None:
+    _, codes = activate(stack, "jon")
+    to = new_number()
+    stack.sim("PUT", f"handsets/{to}/behaviour", {"sms": "undelivered", "sms_error_code": 30003})
+    v = stack.start_verification(to, channel="sms", fallback=["recovery_code"], user_id="jon")
+    moved = stack.attempts_where(v["id"], lambda a: len(a) == 2 and a[1]["status"] == "sent", timeout=30)
+    assert moved["channel"] == "recovery_code" and moved["status"] == "pending"
+    assert stack.check(v["id"], codes[9])["status"] == "approved"
+    # The last resort goes last, whatever order the caller gives.
+    ordered = stack.start_verification(new_number(), channel="sms", fallback=["recovery_code", "call"], user_id="jon")
+    assert ordered["channels"] == ["sms", "call", "recovery_code"]
+    # A user without recovery codes is never offered the channel.
+    fresh = stack.start_verification(new_number(), channel="sms", fallback=["recovery_code"], user_id="nobody-else")
+    assert fresh["channels"] == ["sms"]

@@ -1,10 +1,12 @@
 -- Before a code is checked: the checks of the verification's user, whatever number each of
 -- their verifications names, share one window counter, so rotating `to` gains no guesses.
--- KEYS: vf. ARGV: limit (0 = off), window (s), audit retention (ms), server name
+-- A confirmation of a new authenticator counts the same way: KEYS[1] is then the user's hash
+-- and ARGV[5] names the user.
+-- KEYS: vf (or user hash). ARGV: limit (0 = off), window (s), audit retention (ms), server name[, user id]
 -- Answers {'ok'} or {'refused', 'user', retry_after}.
 local vf = KEYS[1]
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local user = redis.call('HGET', vf, 'user_id')
+local user = ARGV[5] or redis.call('HGET', vf, 'user_id')
 if limit <= 0 or not user or user == '' then return {'ok'} end
 local key = 'gw:lim:checks:' .. user
 local used = tonumber(redis.call('GET', key) or '0')
@@ -14,9 +16,10 @@ if used >= limit then
   local f = redis.call('HMGET', vf, 'id', 'to', 'channel', 'client_ip', 'country')
   redis.call('HINCRBY', 'gw:metrics:refused', 'user', 1)
   local minid = string.format('%.0f', tonumber(TIME[1]) * 1000 - tonumber(ARGV[3]))
-  redis.call('XADD', 'gw:audit', 'MINID', '~', minid, '*', 'event', 'refused', 'action', 'check',
-             'status', 'refused', 'result', 'denied', 'reason', 'user', 'verification_id', f[1],
-             'user_id', user, 'phone_number', f[2], 'channel', f[3], 'client_ip', f[4] or '',
+  local action = ARGV[5] and 'confirm' or 'check'
+  redis.call('XADD', 'gw:audit', 'MINID', '~', minid, '*', 'event', 'refused', 'action', action,
+             'status', 'refused', 'result', 'denied', 'reason', 'user', 'verification_id', f[1] or '',
+             'user_id', user, 'phone_number', f[2] or '', 'channel', f[3] or 'totp', 'client_ip', f[4] or '',
              'country', f[5] or '', 'server_name', ARGV[4], 'created_at', now, 'ended_at', now)
   local ttl = redis.call('TTL', key)
   if ttl < 1 then ttl = window end
