@@ -23,6 +23,8 @@ SCAN_BUDGET = 20_000
 CURSOR = re.compile(r"^\d{1,15}-\d{1,10}$")
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 ENDED = tuple(s.value for s in Status if s is not Status.PENDING)
+# Abuse refusals share the stream (docs/abuse.md): `status=refused` finds them.
+STATUSES = (*ENDED, "refused")
 FIELDS = (
     "verification_id", "user_id", "first_name", "last_name", "email", "phone_number", "country",
     "device_token", "mode", "channel", "channels", "result", "status", "reason", "client_ip",
@@ -88,8 +90,8 @@ def parse_filters(args: Mapping[str, str], paged: bool = True) -> Filters:
         if not E164.match(to):
             raise InvalidRequest("'to' must be an E.164 number like +48600100200 (encode + as %2B).")
     status = args.get("status") or None
-    if status is not None and status not in ENDED:
-        raise InvalidRequest(f"'status' must be one of {', '.join(ENDED)}.")
+    if status is not None and status not in STATUSES:
+        raise InvalidRequest(f"'status' must be one of {', '.join(STATUSES)}.")
     channel = args.get("channel") or None
     if channel is not None and channel not in [c.value for c in Channel]:
         raise InvalidRequest(f"'channel' must be one of {', '.join(c.value for c in Channel)}.")
@@ -144,7 +146,18 @@ def record_from(fields: Mapping[str, str]) -> dict[str, object]:
              "ended_because": a.get("ended_because")}
             for a in attempts
         ],
+        **_abuse_event(fields),
     }
+
+
+def _abuse_event(fields: Mapping[str, str]) -> dict[str, object]:
+    """What an abuse record adds (docs/abuse.md): the event, and for breakers which one and who reset it."""
+    if not fields.get("event"):
+        return {}
+    extra = {"event": fields["event"], "action": fields.get("action") or None}
+    if fields.get("breaker"):
+        extra.update(breaker=f"{fields.get('scope')}:{fields['breaker']}", operator=fields.get("operator") or None)
+    return extra
 
 
 def _entries(svc: Services, f: Filters) -> Iterator[tuple[str, dict[str, str]]]:

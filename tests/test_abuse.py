@@ -213,6 +213,10 @@ def test_pumped_prefix_trips_and_converted_numbers_stay_allowed(make, redis_db) 
     assert reset["breaker"] == "48600" and reset["operator"].startswith("key_")
     assert client.delete("/v1/breakers/prefix/48600", headers=admin).status_code == 404
     assert client.delete("/v1/breakers/galaxy/1", headers=admin).status_code == 400
+    refusals = client.get("/v1/audit?status=refused", headers=admin).get_json()["records"]
+    assert [(r["event"], r["reason"], r["phone_number"]) for r in refusals] == [("refused", "fraud_suspected", rest[5])]
+    events = [r.get("event") for r in client.get("/v1/audit", headers=admin).get_json()["records"]]
+    assert events[:3] == ["breaker_reset", "refused", "breaker_trip"] and events.count(None) == 1  # the approval
 
 
 def test_pumping_spread_over_ranges_trips_the_country(make) -> None:
