@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 
+import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -54,6 +55,19 @@ ERROR_ACTIONS: dict[int, Action] = {
 }
 KNOWN_CODES = frozenset(ERROR_ACTIONS)
 
+# Transport failures of the REST request itself (requests' exceptions, which the twilio package
+# lets through), most specific first. A read timeout or a connection dropped mid-request is
+# ambiguous: Twilio may have accepted the message and only the answer was lost (its REST API has
+# no idempotency key for Create Message: ../shared/reference/twilio-wire.md). Retrying is still
+# right, because the retry sends the same code (`set_code.lua`): at worst one duplicate SMS.
+TRANSPORT_ACTIONS: tuple[tuple[type[requests.RequestException], Action, bool], ...] = (
+    # (exception, action, whether Twilio may have acted on the request)
+    (requests.exceptions.ConnectTimeout, Action.RETRY, False),
+    (requests.exceptions.ReadTimeout, Action.RETRY, True),
+    (requests.exceptions.ConnectionError, Action.RETRY, True),
+    (requests.exceptions.RequestException, Action.RETRY, True),
+)
+
 
 def classify(code: int | None, http_status: int | None = None) -> Action:
     """The action for a Twilio error code (or, without one, its HTTP status)."""
@@ -72,9 +86,11 @@ class CarrierError(Exception):
     http_status: int | None
     message: str
     action: Action
+    ambiguous: bool = False  # no answer: the carrier may have acted on the request anyway
 
     def __str__(self) -> str:
-        return f"carrier error {self.code} (HTTP {self.http_status}): {self.message} -> {self.action.value}"
+        maybe = " (the carrier may have accepted it)" if self.ambiguous else ""
+        return f"carrier error {self.code} (HTTP {self.http_status}): {self.message}{maybe} -> {self.action.value}"
 
 
 @dataclass(frozen=True)
@@ -137,3 +153,14 @@ def _translated_errors() -> Iterator[None]:
         raise CarrierError(code, exc.status, exc.msg, classify(code, exc.status)) from None
     except TwilioException as exc:
         raise CarrierError(None, None, str(exc), Action.RETRY) from None
+    except requests.RequestException as exc:
+        action, ambiguous = transport_action(exc)
+        raise CarrierError(None, None, f"{type(exc).__name__}: {exc}", action, ambiguous) from None
+
+
+def transport_action(exc: requests.RequestException) -> tuple[Action, bool]:
+    """The action for a failed REST request, and whether Twilio may have acted on it."""
+    for kind, action, ambiguous in TRANSPORT_ACTIONS:
+        if isinstance(exc, kind):
+            return action, ambiguous
+    return Action.RETRY, True

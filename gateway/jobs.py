@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from rq import Callback, Retry
-from rq.job import Job
+from rq.job import Job, get_current_job
 
 from gateway.carrier import Action, CarrierError
 from gateway.fallback import NOTHING_SENT
@@ -18,17 +18,17 @@ log = logging.getLogger(__name__)
 Sender = Callable[[Services, Verification, int, str], str | None]
 
 
-def _senders() -> dict[Channel, tuple[Sender, bool]]:
-    """Channel -> (send function, whether the code must be kept encrypted for later)."""
+def _senders() -> dict[Channel, Sender]:
+    """Channel -> its send function."""
     from ivr import outbound as ivr_outbound
     from sms import outbound as sms_outbound
 
     return {
-        Channel.SMS: (sms_outbound.send_code, False),
-        Channel.SMS_REPLY: (sms_outbound.send_reply_prompt, False),
-        Channel.CALL: (ivr_outbound.place_call, True),
-        Channel.TOTP: (lambda svc, v, attempt, code: None, False),
-        Channel.RECOVERY_CODE: (lambda svc, v, attempt, code: None, False),
+        Channel.SMS: sms_outbound.send_code,
+        Channel.SMS_REPLY: sms_outbound.send_reply_prompt,
+        Channel.CALL: ivr_outbound.place_call,
+        Channel.TOTP: lambda svc, v, attempt, code: None,
+        Channel.RECOVERY_CODE: lambda svc, v, attempt, code: None,
     }
 
 
@@ -40,14 +40,21 @@ def _retry(svc: Services) -> Retry | None:
 
 def enqueue_delivery(svc: Services, verification_id: str, attempt: int) -> Job:
     """Queue the delivery of one attempt."""
-    retry = _retry(svc)
-    # One pipeline: rq's job save and queue push go to Redis in a single round trip.
+    # One transaction (MULTI/EXEC, one round trip): rq's job save and queue push, and the
+    # delivery's removal from the outbox, happen together or not at all. With the queue on a
+    # Redis of its own (RQ_REDIS_URL) the removal follows; a crash between leaves the entry,
+    # which is queued again later and then sends nothing twice (set_code.lua's lease).
+    shared = svc.queue.connection is svc.redis
     with svc.queue.connection.pipeline() as pipe:
         job = svc.queue.enqueue_call(
-            deliver, args=(verification_id, attempt), retry=retry, timeout=60,
+            deliver, args=(verification_id, attempt), retry=_retry(svc), timeout=60,
             result_ttl=0, failure_ttl=86400, on_failure=Callback(delivery_gave_up), pipeline=pipe,
         )
+        if shared:
+            svc.store.queued(verification_id, attempt, pipe)
         pipe.execute()
+    if not shared:
+        svc.store.queued(verification_id, attempt)
     return job
 
 
@@ -75,10 +82,19 @@ def notify_authenticator(user_id: str, verification_id: str | None) -> None:
             raise
 
 
-def schedule_timers(svc: Services, verification_id: str, when: float) -> None:
-    """Look at a verification's expiry and deadlines again at the given time."""
-    svc.queue.enqueue_at(
-        datetime.fromtimestamp(when, timezone.utc), run_timers, verification_id, result_ttl=0, failure_ttl=86400
+def _deliver_later(svc: Services, verification_id: str, attempt: int, delay: int) -> None:
+    """Look at a delivery held by another job again once that job's lease has run out."""
+    svc.queue.enqueue_in(
+        timedelta(seconds=delay), deliver, verification_id, attempt, retry=_retry(svc), job_timeout=60,
+        result_ttl=0, failure_ttl=86400, on_failure=Callback(delivery_gave_up),
+    )
+
+
+def schedule_timers(svc: Services, verification_id: str, delay: float) -> None:
+    """Look at a verification's expiry and deadlines again in `delay` seconds."""
+    # A delay, not a time: the due times are Redis's clock, and this node's may differ.
+    svc.queue.enqueue_in(
+        timedelta(seconds=max(delay, 0)), run_timers, verification_id, result_ttl=0, failure_ttl=86400
     )
 
 
@@ -107,11 +123,21 @@ def deliver(verification_id: str, attempt: int) -> None:
         log.info("delivery of %s/%s skipped: no longer current", verification_id, attempt)
         return
     channel = v.attempt.channel
-    send, keep_encrypted = _senders()[channel]
-    nothing_sent = channel in NOTHING_SENT
-    code = "" if nothing_sent else verifications.code_to_send(svc, v)
-    if not nothing_sent and not verifications.record_code(svc, v, attempt, code, keep_encrypted):
-        return
+    send = _senders()[channel]
+    code: str | None = ""
+    if channel not in NOTHING_SENT:
+        # rq retries (and a crashed worker's job) keep the job id: every try sends the same code.
+        job = get_current_job()
+        fresh = verifications.code_to_send(svc, v)
+        claim = verifications.code_for(svc, v, attempt, job.id if job else "inline", fresh)
+        if claim.busy_for:
+            # Another job holds this attempt (a duplicate enqueue, or a crashed worker's job):
+            # by the end of its lease it has sent (then this one sends nothing) or it died.
+            _deliver_later(svc, verification_id, attempt, claim.busy_for)
+            return
+        if claim.code is None:
+            return
+        code = claim.code
     try:
         sid = send(svc, v, attempt, code)
     except CarrierError as exc:
@@ -124,9 +150,11 @@ def deliver(verification_id: str, attempt: int) -> None:
             raise
         verifications.record_failure(svc, verification_id, attempt, exc.code, exc.action)
         return
-    current = verifications.record_sent(svc, verification_id, attempt, channel, sid)
+    sent = verifications.record_sent(svc, verification_id, attempt, channel, sid)
+    current = sent.verification
     if current is not None and current.pending:
-        schedule_timers(svc, verification_id, min(t for t in (current.expires_at, current.deadline) if t))
+        due = min(t for t in (current.expires_at, current.deadline) if t)
+        schedule_timers(svc, verification_id, due - sent.now)
 
 
 def delivery_gave_up(job: Job, connection: object, exc_type: type, exc: BaseException, tb: object) -> None:

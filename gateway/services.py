@@ -143,7 +143,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         redis=connection,
         queue=Queue(settings.queue_name, connection=rq_connection),
-        store=Store(connection, settings.server_name, settings.audit_retention,
+        store=Store(connection, settings.server_name, settings.audit_retention, settings.retention,
                     (settings.redis_wait_replicas, settings.redis_wait_ms)),
         carrier=carrier,
         abuse=AbuseStore(connection),

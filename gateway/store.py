@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,9 @@ USER_AUDIT_STREAM = "gw:audit:users"  # changes to users' methods: activations, 
 REPLICATION_MARK = "gw:replicated"
 # Scripts that can end a verification: with REDIS_WAIT_REPLICAS, WAIT follows them in one pipeline.
 WAITED_SCRIPTS = frozenset({"check", "finish", "advance"})
+# Deliveries decided but not yet queued ("<id>:<attempt>", scored by Redis time): written in the
+# same script as the attempt, removed in the same transaction as the job's enqueue.
+OUTBOX = "gw:outbox"
 _LUA = Path(__file__).with_name("lua")
 
 
@@ -45,9 +47,36 @@ def reply_key(sender: str, number: str) -> str:
     return f"gw:reply:{sender}:{number}"
 
 
+def inbound_key(message_sid: str) -> str:
+    """The marker of an inbound SMS already handled (Twilio repeats webhooks)."""
+    return f"gw:inbound:{message_sid}"
+
+
 def done_channel(verification_id: str) -> str:
     """The pub/sub channel announcing that a verification ended."""
     return f"gw:done:{verification_id}"
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A planned channel chain and how long its first channel's attempt stays valid (s)."""
+
+    channels: list[str]
+    ttl: int
+
+
+@dataclass(frozen=True)
+class Step:
+    """The move from a failed (or resent) attempt to the next channel; channel None ends it."""
+
+    channel: Channel | None
+    position: int
+    ttl: int
+    why: str
+    error_code: int | None = None
+    resend_interval: int | None = None  # a resend: refused until this long after the attempt began
+    deadline_due: bool = False  # a delivery deadline: refused unless it has passed
+    latest: float | None = None  # the next attempt expires no later than this (Redis time)
 
 
 @dataclass(frozen=True)
@@ -58,6 +87,7 @@ class Outcome:
     value: str = ""
     verification: Verification | None = None
     replicated: bool = True  # False: fewer replicas than REDIS_WAIT_REPLICAS confirmed it in time
+    now: float = 0.0  # Redis's clock when the script ran (0 for scripts that do not say)
 
     @property
     def audit(self) -> str | None:
@@ -96,13 +126,15 @@ class Store:
     """The gateway's storage: one Redis, atomic changes through registered Lua scripts."""
 
     def __init__(
-        self, connection: redis.Redis, server_name: str, audit_retention: int, wait: tuple[int, int] = (0, 0)
+        self, connection: redis.Redis, server_name: str, audit_retention: int, retention: int,
+        wait: tuple[int, int] = (0, 0),
     ) -> None:
         self.redis = connection
         self.wait_replicas, self.wait_ms = wait
         self.server_name = server_name
         self.server_ip = _server_ip()
         self.audit_retention_ms = audit_retention * 1000
+        self.retention = retention
         prelude = (_LUA / "prelude.lua").read_text()
         self._scripts = {
             name: connection.register_script(prelude + (_LUA / f"{name}.lua").read_text())
@@ -110,7 +142,7 @@ class Store:
         }
         self._scripts.update(
             (name, connection.register_script(prelude + (_LUA / f"{name}.lua").read_text()))
-            for name in ("totp_use", "tokens_import", "token_assign")
+            for name in ("totp_use", "tokens_import", "token_assign", "record_action")
         )
         user_lib = prelude + (_LUA / "user_lib.lua").read_text()
         self._scripts.update(
@@ -119,12 +151,13 @@ class Store:
         )
 
     def _run(self, name: str, keys: list[str], *args: object) -> Outcome:
-        now = time.time()
-        context = [f"{now:.6f}", self.server_name, self.server_ip, int(now * 1000 - self.audit_retention_ms)]
+        # No clock here: the scripts read Redis's TIME (prelude.lua).
+        context = [self.server_name, self.server_ip, self.audit_retention_ms, self.retention]
         reply, replicated = self._call(name, keys, context + [str(a) for a in args])
         kind, value = (v.decode() if isinstance(v, bytes) else str(v) for v in reply[:2])
         raw = dict(zip(reply[2::2], reply[3::2]))
-        return Outcome(kind, value, _decode(raw) if raw else None, replicated)
+        now = float(raw.pop(b"_now", 0))
+        return Outcome(kind, value, _decode(raw) if raw else None, replicated, now)
 
     def _call(self, name: str, keys: list[str], args: list[object]) -> tuple[list[object], bool]:
         """Run a script; with REDIS_WAIT_REPLICAS, WAIT for replicas on the same connection (a pipeline)."""
@@ -152,21 +185,26 @@ class Store:
         self,
         verification_id: str,
         fields: Mapping[str, object],
-        chains: tuple[list[str], list[str]],
+        chains: tuple[Chain, Chain],
         to: str,
         idempotency: tuple[str, str] | None,
-        key_ttl: int,
+        stranded_after: int,
         live_key: str | None = None,
     ) -> Outcome:
-        """Create a verification unless idempotency, a live one or a block says otherwise (limits: gateway/abuse.py)."""
+        """Create a verification unless idempotency, a live one or a block says otherwise (limits: gateway/abuse.py).
+
+        chains: the plan for a number that may get SMS, and for one that replied STOP. Kind
+        'created' answers, space-separated, outbox entries older than stranded_after seconds.
+        """
         vf = key_for(verification_id)
         idem_key, body_hash = (f"gw:idem:{idempotency[0]}", idempotency[1]) if idempotency else (vf, "")
         pairs = [str(item) for kv in fields.items() for item in kv]
         return self._run(
             "create",
-            [vf, idem_key, f"gw:block:{to}", f"gw:optout:{to}", f"gw:live:{live_key}" if live_key else vf],
-            body_hash, 86400, key_ttl, verification_id,
-            json.dumps(chains[0]), json.dumps(chains[1]), *pairs,
+            [vf, idem_key, f"gw:block:{to}", f"gw:optout:{to}", f"gw:live:{live_key}" if live_key else vf, OUTBOX],
+            body_hash, 86400, verification_id,
+            json.dumps(chains[0].channels), chains[0].ttl, json.dumps(chains[1].channels), chains[1].ttl,
+            stranded_after, *pairs,
         )
 
     def load(self, verification_id: str) -> Verification | None:
@@ -179,19 +217,29 @@ class Store:
         found = self.redis.get(f"gw:live:{live_key}")
         return found.decode() if found else None
 
-    def check(self, verification_id: str, mode: str, *values: str, user_id: str | None = None) -> Outcome:
+    def check(
+        self, verification_id: str, mode: str, *values: str,
+        user_id: str | None = None, message: tuple[str, int] | None = None,
+    ) -> Outcome:
         """Atomically compare a code's digests (one per key), apply a verdict, or use one of a user's
-        recovery codes; count failures."""
+        recovery codes; count failures. message: (MessageSid, ttl) of an inbound SMS carrying the
+        code: kind 'repeat' when it was checked before."""
         keys = [key_for(verification_id), AUDIT_STREAM] + ([user_key(user_id)] if user_id else [])
-        return self._run("check", keys, mode, *values)
+        keys += [inbound_key(message[0])] if message else []
+        return self._run("check", keys, mode, message[1] if message else "", *values)
 
     def finish(
-        self, verification_id: str, status: Status, reason: Reason | None, attempt: int = 0, only_if_due: bool = False
+        self, verification_id: str, status: Status, reason: Reason | None, attempt: int = 0,
+        only_if_due: bool = False, block_for: int | None = None,
     ) -> Outcome:
-        """End a pending verification, optionally only for a given attempt or once due."""
+        """End a pending verification, optionally only for a given attempt or once due.
+
+        block_for: also block the number from new verifications for this long, in the same step.
+        """
         return self._run(
             "finish", [key_for(verification_id), AUDIT_STREAM],
             status.value, reason.value if reason else "", attempt, "1" if only_if_due else "0",
+            block_for or "",
         )
 
     def attempt_status(
@@ -203,30 +251,42 @@ class Store:
             attempt, status.value, rank, "" if error_code is None else error_code, sid or "",
         )
 
-    def advance(
-        self, verification_id: str, failed_attempt: int, channel: Channel | None, position: int,
-        expires_at: float, key_ttl: int, why: str, error_code: int | None,
-    ) -> Outcome:
-        """Start the next attempt (or fail the verification) once per failed attempt."""
+    def advance(self, verification_id: str, failed_attempt: int, step: Step) -> Outcome:
+        """Start the next attempt (or fail the verification) once per failed attempt.
+
+        Kinds: advanced (value: the new attempt), ended, stale, finished, not_found, and for
+        a resend too_soon (value: seconds to wait), for a deadline not_due.
+        """
         return self._run(
-            "advance", [key_for(verification_id), AUDIT_STREAM],
-            failed_attempt, channel.value if channel else "", position, f"{expires_at:.6f}", key_ttl, why,
-            "" if error_code is None else error_code,
+            "advance", [key_for(verification_id), AUDIT_STREAM, OUTBOX],
+            failed_attempt, step.channel.value if step.channel else "", step.position, step.ttl, step.why,
+            "" if step.error_code is None else step.error_code,
+            "" if step.resend_interval is None else step.resend_interval, "1" if step.deadline_due else "0",
+            "" if step.latest is None else f"{step.latest:.6f}",
         )
 
     def set_code(
-        self, verification_id: str, attempt: int, digest: str, encrypted: str,
-        expires_at: float, deadline: float | None, key_ttl: int,
+        self, verification_id: str, attempt: int, digest: str, encrypted: str, ttl: int, deadline: int | None,
+        delivery: str, lease: int, latest: float | None = None,
     ) -> Outcome:
-        """Store the current attempt's code digest and its expiry."""
+        """Give a delivery the attempt's code: kind 'ok' (this one stored, valid ttl s from now),
+        'again' (a retry: the stored one), or taken/stale/ended/finished/not_found (send nothing)."""
         return self._run(
-            "set_code", [key_for(verification_id)], attempt, digest, encrypted,
-            f"{expires_at:.6f}", f"{deadline:.6f}" if deadline else "", key_ttl,
+            "set_code", [key_for(verification_id), AUDIT_STREAM], attempt, digest, encrypted,
+            ttl, "" if deadline is None else deadline, delivery, lease, "" if latest is None else f"{latest:.6f}",
         )
 
-    def set_flag(self, kind: str, number: str, ttl: int | None = None) -> None:
-        """Mark a number (kind: 'block' for fraud reports, 'optout' for SMS STOP)."""
-        self.redis.set(f"gw:{kind}:{number}", "1", ex=ttl or None)
+    def queued(self, verification_id: str, attempt: int, pipe: redis.client.Pipeline | None = None) -> None:
+        """Take a delivery out of the outbox (in the transaction that queues its job, when given)."""
+        (pipe or self.redis).zrem(OUTBOX, f"{verification_id}:{attempt}")
+
+    def unqueued(self, verification_id: str, attempt: int) -> bool:
+        """Whether an attempt's delivery was decided but its job never queued (a process died between)."""
+        return self.redis.zscore(OUTBOX, f"{verification_id}:{attempt}") is not None
+
+    def set_flag(self, kind: str, number: str) -> None:
+        """Mark a number (kind 'optout': it replied STOP); one command, atomic by itself."""
+        self.redis.set(f"gw:{kind}:{number}", "1")
 
     def clear_flag(self, kind: str, number: str) -> None:
         """Lift a mark set with set_flag."""
@@ -241,7 +301,9 @@ class Store:
         self, verification_id: str, attempt: int, sender: str, number: str, ttl: int, keep: int = 10
     ) -> Outcome:
         """Note a two-way prompt from sender to number (kind 'ok', or 'stale'/'finished'/'not_found')."""
-        return self._run("reply_index", [key_for(verification_id), reply_key(sender, number)], attempt, ttl, keep)
+        return self._run(
+            "reply_index", [key_for(verification_id), reply_key(sender, number), AUDIT_STREAM], attempt, ttl, keep
+        )
 
     def reply_candidates(self, senders: list[str], number: str, limit: int = 10) -> list[str]:
         """Ids of the verifications prompted from any of the senders to number, newest prompt first."""
@@ -251,13 +313,13 @@ class Store:
         scored = {member.decode(): score for entries in pipe.execute() for member, score in entries}
         return sorted(scored, key=lambda vid: scored[vid], reverse=True)[:limit]
 
-    def claim_message(self, message_sid: str, ttl: int) -> bool:
-        """True for the first claim of an inbound message SID within ttl seconds (SET NX)."""
-        return bool(self.redis.set(f"gw:inbound:{message_sid}", "1", nx=True, ex=ttl))
+    def message_handled(self, message_sid: str) -> bool:
+        """Whether an inbound message SID was handled already."""
+        return bool(self.redis.exists(inbound_key(message_sid)))
 
-    def release_message(self, message_sid: str) -> None:
-        """Forget a claim, so that Twilio's retry of a message that failed here is handled."""
-        self.redis.delete(f"gw:inbound:{message_sid}")
+    def mark_message(self, message_sid: str, ttl: int) -> None:
+        """Note an inbound message SID as handled, for ttl seconds (one command: atomic by itself)."""
+        self.redis.set(inbound_key(message_sid), "1", ex=ttl)
 
     @contextmanager
     def subscribe_done(self, verification_id: str) -> Iterator[redis.client.PubSub]:
@@ -293,8 +355,7 @@ class Store:
 
     def record_action(self, fields: Mapping[str, str]) -> None:
         """Append an operator's action to its stream, trimmed by age like the audit stream."""
-        minid = int(time.time() * 1000 - self.audit_retention_ms)
-        self.redis.xadd(ACTIONS_STREAM, dict(fields), minid=minid, approximate=True)
+        self._run("record_action", [ACTIONS_STREAM], *(item for kv in fields.items() for item in kv))
 
     def actions(self, count: int) -> list[tuple[str, dict[str, str]]]:
         """The newest operator actions, newest first (id, fields)."""

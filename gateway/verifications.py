@@ -18,7 +18,7 @@ from gateway.models import (
 )
 from gateway.schemas import StartRequest
 from gateway.services import Services
-from gateway.store import ENDING, Outcome
+from gateway.store import ENDING, Chain, Outcome, Step
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("gateway.audit")
@@ -35,10 +35,6 @@ def ttl_for(svc: Services, channel: Channel, code_ttl: int | None = None) -> int
         Channel.TOTP: s.totp_ttl,
         Channel.RECOVERY_CODE: s.totp_ttl,
     }[channel]
-
-
-def _key_ttl(svc: Services, expires_at: float) -> int:
-    return int(expires_at - time.time()) + svc.settings.retention + 1
 
 
 def next_channel(svc: Services, v: Verification, forced: Channel | None = None) -> tuple[int, Channel] | None:
@@ -72,6 +68,11 @@ def _confirmed(replicated: bool) -> None:
         raise Unavailable("The change was not yet confirmed by the storage's replicas; retry shortly.")
 
 
+# An outbox entry this old was left by a process that died between a create (or advance) and
+# its enqueue; the next start anywhere queues it (the enqueue normally follows within ms).
+STRANDED_AFTER = 10
+
+
 def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tuple[Verification, bool]:
     """Create a verification and queue its first delivery; (verification, created)."""
     s = svc.settings
@@ -96,23 +97,23 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     abuse.admit_start(svc, number, chains[0][0], req.ivr_mode, req.user_id, req.client_ip, idempotency_key)
     verification_id = "vf_" + secrets.token_hex(16)
     opts = req.options
-    expires_at = time.time() + ttl_for(svc, chains[0][0], opts.ttl)
     fields = {
         "to": number.e164, "country": number.country, "ntype": number.type.value,
         "locale": req.locale, "ivr_mode": req.ivr_mode, "max": s.max_check_attempts,
-        "expires": f"{expires_at:.6f}", "user_id": req.user_id or "", "client_ip": req.client_ip or "",
+        "user_id": req.user_id or "", "client_ip": req.client_ip or "",
         **{k: v for k, v in req.user.items()}, **_option_fields(svc, opts),
     }
+    plans = tuple(Chain([c.value for c in chain], ttl_for(svc, chain[0], opts.ttl) if chain else 0) for chain in chains)
     outcome = svc.store.create(
-        verification_id, fields, ([c.value for c in chains[0]], [c.value for c in chains[1]]), number.e164,
-        (idempotency_key, req.fingerprint()) if idempotency_key else None, _key_ttl(svc, expires_at), opts.live_key,
+        verification_id, fields, (plans[0], plans[1]), number.e164,
+        (idempotency_key, req.fingerprint()) if idempotency_key else None, STRANDED_AFTER, opts.live_key,
     )
     if outcome.kind == "existing":
         _confirmed(svc.store.replicated())
-        return get(svc, outcome.value), False
+        return _deliver_if_lost(svc, get(svc, outcome.value)), False
     if outcome.kind == "live" and outcome.verification is not None:
         _confirmed(svc.store.replicated())
-        return outcome.verification, False
+        return _deliver_if_lost(svc, outcome.verification), False
     if outcome.kind == "conflict":
         raise IdempotencyConflict("This Idempotency-Key was used with a different request body.")
     if outcome.kind == "blocked":
@@ -121,9 +122,21 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     assert outcome.verification is not None
     metrics.started(outcome.verification.channel.value)
     jobs.enqueue_delivery(svc, verification_id, 1)
+    for entry in outcome.value.split():
+        stranded_id, attempt = entry.rsplit(":", 1)
+        log.warning("delivery %s/%s was never queued (a process died); queueing it now", stranded_id, attempt)
+        jobs.enqueue_delivery(svc, stranded_id, int(attempt))
     # Confirmed after the enqueue, so the job is covered too; a retry finds it existing, already queued.
     _confirmed(svc.store.replicated())
     return outcome.verification, True
+
+
+def _deliver_if_lost(svc: Services, v: Verification) -> Verification:
+    """Queue the current attempt's delivery if its first request died between create and enqueue."""
+    if v.pending and svc.store.unqueued(v.id, v.attempt.number):
+        log.warning("delivery %s/%s was never queued (a process died); queueing it now", v.id, v.attempt.number)
+        jobs.enqueue_delivery(svc, v.id, v.attempt.number)
+    return v
 
 
 def _option_fields(svc: Services, opts: CodeOptions) -> dict[str, str]:
@@ -139,19 +152,23 @@ def _option_fields(svc: Services, opts: CodeOptions) -> dict[str, str]:
 
 
 def code_to_send(svc: Services, v: Verification) -> str:
-    """The code an attempt sends: the verification's kept code when it has one, else a new one."""
+    """The code a new attempt sends: the verification's kept code when it has one, else a new one."""
     kept = codes.decrypt(svc.keys("code-cipher"), v.code_kept) if v.code_kept else None
     return kept or codes.generate(v.code_length or svc.settings.code_length)
 
 
+def _read(svc: Services, verification_id: str) -> Outcome:
+    """Read a verification in one script that first ends it if it is past its expiry (Redis time)."""
+    outcome = _ended(svc.store.finish(verification_id, Status.EXPIRED, Reason.EXPIRED, only_if_due=True))
+    if outcome.verification is None:
+        raise NotFound(f"No verification {verification_id}.")
+    return outcome
+
+
 def get(svc: Services, verification_id: str) -> Verification:
     """A verification by id, ending it first if it is past its expiry."""
-    v = svc.store.load(verification_id)
-    if v is None:
-        raise NotFound(f"No verification {verification_id}.")
-    if v.pending and time.time() >= v.expires_at:
-        outcome = _ended(svc.store.finish(v.id, Status.EXPIRED, Reason.EXPIRED, only_if_due=True))
-        v = outcome.verification or v
+    v = _read(svc, verification_id).verification
+    assert v is not None
     return v
 
 
@@ -165,25 +182,28 @@ def wait(svc: Services, verification_id: str, seconds: float) -> Verification:
     """Block until the verification leaves pending or the time is up (pub/sub, no polling)."""
     deadline = time.monotonic() + seconds
     with svc.store.subscribe_done(verification_id) as subscription:
-        v = get(svc, verification_id)
-        while v.pending:
-            left = min(deadline - time.monotonic(), v.expires_at - time.time() + 0.05)
-            if left <= 0:
-                break
+        while True:
+            outcome = _read(svc, verification_id)
+            v = outcome.verification
+            assert v is not None
+            # Until the expiry by Redis's clock, not this node's.
+            left = min(deadline - time.monotonic(), max(v.expires_at - outcome.now, 0) + 0.05)
+            if not v.pending or left <= 0:
+                return v
             subscription.get_message(timeout=min(left, 1.0))
-            v = get(svc, verification_id)
-            if deadline - time.monotonic() <= 0:
-                break
-    return v
 
 
-def check(svc: Services, verification_id: str, code: str) -> tuple[Verification, bool]:
-    """Check a code atomically; (verification, valid). Exactly one right check approves."""
+def check(svc: Services, verification_id: str, code: str, message_sid: str | None = None) -> tuple[Verification, bool]:
+    """Check a code atomically; (verification, valid). Exactly one right check approves.
+
+    message_sid: the inbound SMS that carried the code; a repeat of it checks nothing.
+    """
     abuse.admit_check(svc, verification_id)
+    message = (message_sid, INBOUND_DEDUPE_TTL) if message_sid else None
     digests = [codes.digest(key, verification_id, code) for key in svc.keys("code-hmac")]
-    outcome = svc.store.check(verification_id, "digest", *digests)
+    outcome = svc.store.check(verification_id, "digest", *digests, message=message)
     if outcome.kind == "totp":
-        verdict = methods.totp_verify(svc, outcome.verification, code)
+        verdict = methods.totp_verify(svc, outcome.verification, code, now=float(outcome.value))
         outcome = svc.store.check(verification_id, "verdict", "1" if verdict else "0")
     elif outcome.kind == "recovery_code" and outcome.verification is not None:
         user_id = outcome.verification.user_id
@@ -225,18 +245,36 @@ def end(svc: Services, verification_id: str, attempt: int, status: Status, reaso
     return outcome
 
 
-def record_code(svc: Services, v: Verification, attempt: int, code: str, keep_encrypted: bool) -> bool:
-    """Store the digest of the code a job is about to send; False when the attempt is stale."""
+@dataclass(frozen=True)
+class CodeClaim:
+    """What a delivery may send: its code, or None; busy_for > 0: another delivery holds the attempt that long."""
+
+    code: str | None
+    busy_for: int = 0
+
+
+def delivery_lease(svc: Services) -> int:
+    """How long a delivery holds its attempt against other deliveries of it: one carrier request and a margin."""
+    return int(svc.settings.twilio_timeout) + 10
+
+
+def code_for(svc: Services, v: Verification, attempt: int, delivery: str, fresh: str) -> CodeClaim:
+    """The code a delivery sends: `fresh` on its first try, the same code on every retry, or none."""
     channel = v.attempts[attempt - 1].channel
-    expires_at = min(time.time() + ttl_for(svc, channel, v.code_ttl), _latest_expiry(svc, v, channel))
     wait_for = v.delivery_deadline or svc.settings.delivery_deadline
-    deadline = time.time() + wait_for if channel in fallback.SMS_CHANNELS else None
-    encrypted = codes.encrypt(svc.key("code-cipher"), code) if keep_encrypted else ""
-    outcome = svc.store.set_code(
-        v.id, attempt, codes.digest(svc.key("code-hmac"), v.id, code), encrypted,
-        expires_at, deadline, _key_ttl(svc, expires_at),
-    )
-    return outcome.kind == "ok"
+    deadline = wait_for if channel in fallback.SMS_CHANNELS else None
+    # Kept encrypted (Fernet) for the attempt's life, so a retry can send the same code again
+    # and the IVR can read it out; finish() and the next attempt forget it.
+    outcome = _ended(svc.store.set_code(
+        v.id, attempt, codes.digest(svc.key("code-hmac"), v.id, fresh), codes.encrypt(svc.key("code-cipher"), fresh),
+        ttl_for(svc, channel, v.code_ttl), deadline, delivery, delivery_lease(svc), _latest_expiry(svc, v, channel),
+    ))
+    if outcome.kind == "ok":
+        return CodeClaim(fresh)
+    if outcome.kind == "again" and outcome.verification is not None:
+        return CodeClaim(codes.decrypt(svc.keys("code-cipher"), outcome.verification.code_encrypted))
+    log.info("delivery %s of %s/%s sends nothing: %s", delivery, v.id, attempt, outcome.kind)
+    return CodeClaim(None, int(outcome.value) if outcome.kind == "taken" else 0)
 
 
 def spoken_code(svc: Services, v: Verification) -> str | None:
@@ -258,7 +296,8 @@ def record_status(
 
 
 def delivery_failed(
-    svc: Services, verification_id: str, attempt: int, error_code: int | None, why: str, action: Action | None = None,
+    svc: Services, verification_id: str, attempt: int, error_code: int | None, why: str,
+    action: Action | None = None, deadline_due: bool = False,
 ) -> Outcome | None:
     """An attempt could not deliver: move on to the next channel, or end the verification."""
     v = svc.store.load(verification_id)
@@ -268,7 +307,7 @@ def delivery_failed(
     step = None if action is Action.STOP else next_channel(svc, v)
     if step is not None and not abuse.fallback_allowed(svc, v, step[1]):
         step = None  # the send cap, a tripped breaker or the budget: no further send
-    return _advance(svc, v, step, why)
+    return _advance(svc, v, step, why, deadline_due=deadline_due)
 
 
 def _latest_expiry(svc: Services, v: Verification, channel: Channel) -> float:
@@ -276,15 +315,15 @@ def _latest_expiry(svc: Services, v: Verification, channel: Channel) -> float:
     return abuse.latest_expiry(v, first, now)
 
 
-def _advance(svc: Services, v: Verification, step: tuple[int, Channel] | None, why: str) -> Outcome:
+def _advance(
+    svc: Services, v: Verification, step: tuple[int, Channel] | None, why: str,
+    resend_interval: int | None = None, deadline_due: bool = False,
+) -> Outcome:
     position, channel = step if step else (v.position, None)
-    expires_at = (
-        min(time.time() + ttl_for(svc, channel, v.code_ttl), _latest_expiry(svc, v, channel)) if channel else v.expires_at
-    )
-    error_code = v.attempt.error_code
-    outcome = _ended(svc.store.advance(
-        v.id, v.attempt.number, channel, position, expires_at, _key_ttl(svc, expires_at), why, error_code
-    ))
+    outcome = _ended(svc.store.advance(v.id, v.attempt.number, Step(
+        channel, position, ttl_for(svc, channel, v.code_ttl) if channel else 0, why, v.attempt.error_code,
+        resend_interval, deadline_due, _latest_expiry(svc, v, channel) if channel else None,
+    )))
     if outcome.kind == "advanced":
         metrics.fallback(svc, v.attempt.channel.value, channel.value if channel else "", why)
         jobs.enqueue_delivery(svc, v.id, int(outcome.value))
@@ -296,23 +335,29 @@ def resend(
     interval: int | None = None, max_sends: int | None = None,
 ) -> Verification:
     """A new attempt (a new code, unless the verification keeps one) on the given channel or the next."""
-    v = get(svc, verification_id)
+    read = _read(svc, verification_id)
+    v, now = read.verification, read.now
+    assert v is not None
     if not v.pending:
         raise NotPending(f"Verification {verification_id} is {v.status.value}.")
     # The attempt number is compared-and-set by advance, so this read cannot let a race exceed the cap.
     if max_sends is not None and v.attempt.number >= max_sends:
         raise RateLimited("This verification was sent the most times allowed.",
-                          retry_after=max(int(v.expires_at - time.time()), 1))
-    wait_for = v.attempt.started_at + (svc.settings.resend_interval if interval is None else interval) - time.time()
-    if wait_for > 0:
-        raise RateLimited("A new attempt was started moments ago.", retry_after=int(wait_for) + 1)
+                          retry_after=max(int(v.expires_at - now), 1))
+    wait = svc.settings.resend_interval if interval is None else interval
+    # Refused here before it counts against any limit; advance.lua decides it again atomically.
+    if v.attempt.started_at + wait > now:
+        raise RateLimited("A new attempt was started moments ago.", retry_after=int(v.attempt.started_at + wait - now) + 1)
     step = next_channel(svc, v, forced=channel)
     if step is None and channel is None:
         step = (v.position, v.channel)  # the chain is used up: repeat the current channel
     if step is None:
         raise DestinationBlocked(f"Channel {channel.value if channel else ''} cannot reach this number.")
     abuse.admit_resend(svc, v, step[1])
-    outcome = _advance(svc, v, step, "resend")
+    # The script refuses a resend too soon after the attempt began, by Redis's clock.
+    outcome = _advance(svc, v, step, "resend", resend_interval=wait)
+    if outcome.kind == "too_soon":
+        raise RateLimited("A new attempt was started moments ago.", retry_after=int(outcome.value) or 1)
     if outcome.kind != "advanced":
         raise NotPending(f"Verification {verification_id} changed; read it again.")
     assert outcome.verification is not None
@@ -320,30 +365,30 @@ def resend(
 
 
 def run_timers(svc: Services, verification_id: str) -> float | None:
-    """Enforce expiry and the delivery deadline; return when to look again, if ever."""
+    """Enforce expiry and the delivery deadline; return in how many seconds to look again, if ever."""
     v = svc.store.load(verification_id)
     if v is None or not v.pending:
         return None
-    now = time.time()
-    if now >= v.expires_at:
-        _ended(svc.store.finish(v.id, Status.EXPIRED, Reason.EXPIRED, only_if_due=True))
+    # Every decision by Redis's clock: the script ends it if due, else says what time it is.
+    outcome = _ended(svc.store.finish(v.id, Status.EXPIRED, Reason.EXPIRED, only_if_due=True))
+    v, now = outcome.verification, outcome.now
+    if outcome.kind != "not_due" or v is None:
         return None
     if v.deadline and now >= v.deadline and v.attempt.status not in (AttemptStatus.DELIVERED,):
         if v.attempt.status not in FAILED_ATTEMPT and v.position + 1 < len(v.channels):
-            delivery_failed(svc, v.id, v.attempt.number, None, "delivery_deadline")
-            v = svc.store.load(verification_id) or v
-            if not v.pending:
+            delivery_failed(svc, v.id, v.attempt.number, None, "delivery_deadline", deadline_due=True)
+            outcome = _ended(svc.store.finish(v.id, Status.EXPIRED, Reason.EXPIRED, only_if_due=True))
+            v, now = outcome.verification, outcome.now
+            if outcome.kind != "not_due" or v is None:
                 return None
     due = [t for t in (v.expires_at, v.deadline) if t and t > now]
-    return min(due) if due else v.expires_at
+    return (min(due) if due else v.expires_at) - now
 
 
-def record_sent(
-    svc: Services, verification_id: str, attempt: int, channel: Channel, sid: str | None
-) -> Verification | None:
+def record_sent(svc: Services, verification_id: str, attempt: int, channel: Channel, sid: str | None) -> Outcome:
     """Note that the carrier accepted an attempt (a TOTP or recovery-code attempt is ready at once)."""
     status = AttemptStatus.SENT if channel in fallback.NOTHING_SENT else AttemptStatus.QUEUED
-    return svc.store.attempt_status(verification_id, attempt, status, ATTEMPT_RANK[status], None, sid).verification
+    return svc.store.attempt_status(verification_id, attempt, status, ATTEMPT_RANK[status], None, sid)
 
 
 def record_failure(svc: Services, verification_id: str, attempt: int, error_code: int | None, action: Action) -> None:
@@ -388,13 +433,13 @@ def pending_reply(svc: Services, senders: list[str], number: str) -> Verificatio
     return None
 
 
-def on_reply(svc: Services, senders: list[str], number: str, code: str) -> ReplyOutcome:
+def on_reply(svc: Services, senders: list[str], number: str, code: str, message_sid: str) -> ReplyOutcome:
     """Check a texted code like the API does, against the newest verification awaiting a reply."""
     v = pending_reply(svc, senders, number)
     if v is None:
         return ReplyOutcome(None, False)
     try:
-        checked, valid = check(svc, v.id, code)
+        checked, valid = check(svc, v.id, code, message_sid)
     except NotFound:
         return ReplyOutcome(None, False)
     log.info("sms reply from %s for %s: %s", phone.mask(number), v.id, "approved" if valid else checked.status.value)
@@ -413,26 +458,22 @@ def opt_in(svc: Services, number: str) -> None:
     log.info("sms opt-in of %s", phone.mask(number))
 
 
-def claim_inbound(svc: Services, message_sid: str) -> bool:
-    """True the first time an inbound message SID arrives; Twilio repeats webhooks."""
-    return svc.store.claim_message(message_sid, INBOUND_DEDUPE_TTL)
+def inbound_handled(svc: Services, message_sid: str) -> bool:
+    """Whether an inbound message SID was handled already; Twilio repeats webhooks."""
+    return svc.store.message_handled(message_sid)
 
 
-def release_inbound(svc: Services, message_sid: str) -> None:
-    """Undo a claim when handling failed, so Twilio's retry is handled."""
-    svc.store.release_message(message_sid)
+def inbound_done(svc: Services, message_sid: str) -> None:
+    """Note an inbound message as handled, after its effect (so a crash before this leaves it to Twilio's retry)."""
+    svc.store.mark_message(message_sid, INBOUND_DEDUPE_TTL)
 
 
 def report_fraud(svc: Services, verification_id: str, attempt: int) -> Outcome:
     """Deny a verification as fraud_reported (call 0#) and block its number from new ones for a while."""
-    outcome = end(svc, verification_id, attempt, Status.DENIED, Reason.FRAUD_REPORTED)
-    v = outcome.verification
-    # Also on a repeat of the same report ('noop'), so a retried webhook restores a block
-    # that a crash between the two writes would have lost.
-    if v is not None and v.reason is Reason.FRAUD_REPORTED and v.attempt.number == attempt:
-        if svc.settings.fraud_block_seconds > 0:
-            svc.store.set_flag("block", v.to, svc.settings.fraud_block_seconds)
-    return outcome
+    return _ended(svc.store.finish(
+        verification_id, Status.DENIED, Reason.FRAUD_REPORTED, attempt=attempt,
+        block_for=svc.settings.fraud_block_seconds or None,
+    ))
 
 
 def machine_answered(svc: Services, verification_id: str, attempt: int, sid: str) -> Outcome | None:

@@ -58,6 +58,7 @@ class Behaviour:
     keys: list[str] = field(default_factory=list)
     barge_in: bool = False
     ring_ms: int | None = None
+    rest_delay_ms: int = 0
 
     def validate(self) -> None:
         """Raise BehaviourError when a field holds an impossible value."""
@@ -67,7 +68,7 @@ class Behaviour:
             raise BehaviourError(f"call must be one of {', '.join(CALL_MODES)}")
         if self.sms == "reject" and self.sms_error_code is None:
             raise BehaviourError("sms=reject needs sms_error_code")
-        for name in ("sms_reply_delay_ms", "callback_delay_ms", "ring_ms"):
+        for name in ("sms_reply_delay_ms", "callback_delay_ms", "ring_ms", "rest_delay_ms"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise BehaviourError(f"{name} must be >= 0")
@@ -89,7 +90,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "sms": (str,), "sms_error_code": (int, type(None)), "sms_http_status": (int, type(None)),
     "sms_reply": (str, type(None)), "sms_reply_delay_ms": (int,), "callback_delay_ms": (int, type(None)),
     "duplicate_callbacks": (bool,), "reorder_callbacks": (bool,), "call": (str,), "keys": (list,), "barge_in": (bool,),
-    "ring_ms": (int, type(None)),
+    "ring_ms": (int, type(None)), "rest_delay_ms": (int,),
 }
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
@@ -73,6 +74,10 @@ def create_message(account_sid: str) -> Response:
     sim = _sim()
     check_account(account_sid, sim.config)
     message = sim.sms.create(validate_message(request.form, sim.config))
+    # Accepted (and on its way) before the answer: a late answer is the client's ambiguous timeout.
+    delay = sim.state.behaviour_for(message.to)[0].rest_delay_ms
+    if delay:
+        time.sleep(delay / 1000.0)
     with sim.state.lock:
         return _json(message_json(message), 201)
 

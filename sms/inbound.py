@@ -89,14 +89,14 @@ def handle(svc: Services, sms: InboundSms) -> MessagingResponse:
     if not sms.message_sid or not sms.sender:
         log.warning("inbound sms without MessageSid or From ignored")
         return answer
-    if not verifications.claim_inbound(svc, sms.message_sid):
+    if verifications.inbound_handled(svc, sms.message_sid):
         log.info("inbound sms %s seen before; ignored", sms.message_sid)
         return answer
-    try:
-        text = _act(svc, sms)
-    except BaseException:
-        verifications.release_inbound(svc, sms.message_sid)
-        raise
+    # Marked handled only after the effect: a process dying in between leaves the message to
+    # Twilio's retry. Repeating is safe: keywords set what they set, and a code is checked once
+    # per MessageSid inside the check script itself.
+    text = _act(svc, sms)
+    verifications.inbound_done(svc, sms.message_sid)
     if text:
         answer.message(text)
     return answer
@@ -119,7 +119,7 @@ def _act(svc: Services, sms: InboundSms) -> str | None:
     if code is None:
         log.info("inbound sms %s from %s carries no code; ignored", sms.message_sid, mask(sms.sender))
         return None
-    outcome = verifications.on_reply(svc, sms.gateway_senders, sms.sender, code)
+    outcome = verifications.on_reply(svc, sms.gateway_senders, sms.sender, code, sms.message_sid)
     if outcome.verification is None:
         log.info("inbound sms %s from %s matches no pending two-way verification", sms.message_sid, mask(sms.sender))
     if outcome.approved and outcome.verification is not None and s.sms_reply_confirmation:

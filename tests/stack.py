@@ -133,6 +133,7 @@ class Stack:
             self.env.pop(name, None)
         self.redis = redis.Redis.from_url(f"{server}/{db}")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, str] = {}
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {API_KEY}"
 
@@ -160,7 +161,9 @@ class Stack:
     def spawn(self, name: str, command: str) -> None:
         """Start one process in its own process group, logging to a file."""
         LOGS.mkdir(exist_ok=True)
-        log = open(LOGS / f"stack-{self.db}-{name}.log", "wb")  # noqa: SIM115
+        mode = "ab" if name in self.commands else "wb"  # a restarted process appends to its log
+        self.commands[name] = command
+        log = open(LOGS / f"stack-{self.db}-{name}.log", mode)  # noqa: SIM115
         self.procs[name] = subprocess.Popen(
             ["bash", "-c", f"exec {command}"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -195,6 +198,12 @@ class Stack:
         proc = self.procs.pop(name)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+    def restart(self, name: str) -> None:
+        """Start a process stopped with stop(name) again, with the same command (log appended)."""
+        if name in self.procs:
+            self.stop(name)
+        self.spawn(name, self.commands[name])
 
     # -- the gateway's API ---------------------------------------------------------
     def api(self, method: str, path: str, json: Any = None, **kwargs: Any) -> requests.Response:

@@ -33,7 +33,7 @@ def prompted(app: Any, client: Any, code: str = "123456", to: str = USER, **body
     assert r.status_code == 201, r.get_json()
     svc = svc_of(app)
     v = svc.store.load(r.get_json()["id"])
-    assert verifications.record_code(svc, v, 1, code, keep_encrypted=False)
+    assert verifications.code_for(svc, v, 1, "test", code).code == code
     assert verifications.await_reply(svc, v, 1, svc.settings.sms_from)
     return v.id
 
@@ -188,7 +188,7 @@ def test_one_way_sms_codes_are_not_approved_by_replies(app, client) -> None:
     r = client.post("/v1/verifications", json={"to": USER, "channel": "sms"})
     svc = svc_of(app)
     v = svc.store.load(r.get_json()["id"])
-    assert verifications.record_code(svc, v, 1, "123456", keep_encrypted=False)
+    assert verifications.code_for(svc, v, 1, "test", "123456").code == "123456"
     assert not verifications.await_reply(svc, v, 1, GATEWAY)  # only two-way prompts are indexed
     assert reply(app, client, "123456") == []
     assert read(client, v.id)["status"] == "pending"
@@ -240,6 +240,19 @@ def test_a_repeated_message_sid_has_one_effect(app, client, redis_db) -> None:
     assert [len(a) for a in answers] == [1, 0, 0]
     assert read(client, vid)["status"] == "approved" and redis_db.xlen("gw:audit") == 1
     assert 0 < redis_db.ttl(f"gw:inbound:{right['MessageSid']}") <= verifications.INBOUND_DEDUPE_TTL
+
+
+def test_twilios_retry_after_a_handler_died_mid_way_is_handled_and_counts_once(app, client, redis_db) -> None:
+    vid = prompted(app, client)
+    wrong = sms_params("000000")
+    # The first handler checked the code, then its process died before noting the message handled.
+    verifications.check(svc_of(app), vid, "000000", wrong["MessageSid"])
+    assert post(app, client, wrong).status_code == 200  # Twilio's retry
+    assert read(client, vid)["remaining_attempts"] == 4  # one wrong code, not two
+    stop = sms_params("STOP")
+    verifications.opt_out(svc_of(app), USER)  # a STOP whose handler died before noting it
+    assert post(app, client, stop).status_code == 200 and redis_db.exists(f"gw:optout:{USER}")
+    assert redis_db.exists(f"gw:inbound:{stop['MessageSid']}")
 
 
 def test_concurrent_duplicates_and_concurrent_right_replies_approve_once(app, redis_db) -> None:

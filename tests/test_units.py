@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from gateway import codes, phone
-from gateway.carrier import Action, classify
+from gateway.carrier import Action, classify, transport_action
 from gateway.errors import DestinationBlocked, InvalidPhoneNumber
 from gateway.models import Channel
 from gateway.fallback import Reach, next_channel, plan_chain
@@ -89,3 +90,14 @@ def test_next_channel_skips_what_cannot_reach() -> None:
 )
 def test_error_classification(code: int | None, status: int | None, action: Action) -> None:
     assert classify(code, status) is action
+
+
+@pytest.mark.parametrize(
+    "exc, ambiguous",
+    [(requests.exceptions.ConnectTimeout(), False), (requests.exceptions.ReadTimeout(), True),
+     (requests.exceptions.ConnectionError(), True), (requests.exceptions.ChunkedEncodingError(), True)],
+)
+def test_transport_failures_are_retried_and_a_late_answer_is_ambiguous(
+    exc: requests.RequestException, ambiguous: bool
+) -> None:
+    assert transport_action(exc) == (Action.RETRY, ambiguous)

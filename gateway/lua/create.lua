@@ -1,11 +1,15 @@
 -- KEYS: vf, idempotency (or vf again when none), fraud block, SMS opt-out,
---       live key (or vf again when none): at most one pending verification per live key
--- ARGV[5..]: body hash, idempotency ttl, key ttl, id,
---            chain (JSON) when not opted out, chain (JSON) when opted out, then field pairs
+--       live key (or vf again when none): at most one pending verification per live key, outbox
+-- ARGV[5..]: body hash, idempotency ttl, id,
+--            chain (JSON) and its first channel's ttl when not opted out, the same when opted out,
+--            seconds after which an outbox entry counts as stranded, then field pairs
 -- (limits on sends are admitted before, by admit.lua: gateway/abuse.py)
-local vf, idem, block, optout, live = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local body_hash, idem_ttl = ARGV[5], tonumber(ARGV[6])
-local key_ttl, id = tonumber(ARGV[7]), ARGV[8]
+-- The new verification's first delivery goes into the outbox in the same step; the enqueue
+-- takes it out (jobs.enqueue_delivery). 'created' answers the entries stranded longer than the
+-- grace (a process died between a create and its enqueue), re-dated so that only this caller
+-- enqueues them now; a duplicate enqueue would send nothing (set_code.lua's lease).
+local vf, idem, block, optout, live, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local body_hash, idem_ttl, id, grace = ARGV[5], tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[12])
 if idem ~= vf then
   local seen = redis.call('GET', idem)
   if seen then
@@ -25,16 +29,20 @@ if live ~= vf then
   end
 end
 if redis.call('EXISTS', block) == 1 then return reply(vf, 'blocked', 'fraud') end
-local chain = ARGV[9]
-if redis.call('EXISTS', optout) == 1 then chain = ARGV[10] end
+local chain, ttl = ARGV[8], ARGV[9]
+if redis.call('EXISTS', optout) == 1 then chain, ttl = ARGV[10], ARGV[11] end
 if chain == '[]' then return reply(vf, 'blocked', 'opted_out') end
 local first = cjson.decode(chain)[1]
+local expires = after(ttl)
 redis.call('HSET', vf, 'id', id, 'status', 'pending', 'reason', '', 'created', NOW_S, 'chain', chain,
-           'pos', 0, 'channel', first, 'n', 1, 'fails', 0, 'code', '', 'enc', '',
+           'pos', 0, 'channel', first, 'n', 1, 'fails', 0, 'code', '', 'enc', '', 'expires', expires,
            'a1:ch', first, 'a1:st', 'queued', 'a1:rk', 0, 'a1:at', NOW_S)
-for i = 11, #ARGV, 2 do redis.call('HSET', vf, ARGV[i], ARGV[i + 1]) end
-redis.call('EXPIRE', vf, key_ttl)
-if live ~= vf then redis.call('SET', live, id, 'EX', key_ttl) end
+for i = 13, #ARGV, 2 do redis.call('HSET', vf, ARGV[i], ARGV[i + 1]) end
+keep_until(vf, tonumber(expires))
+if live ~= vf then keep_until(live, tonumber(expires), id) end
 if idem ~= vf then redis.call('SET', idem, body_hash .. '|' .. id, 'EX', idem_ttl) end
 redis.call('HINCRBY', 'gw:metrics:started', first, 1)
-return reply(vf, 'created', id)
+local stranded = redis.call('ZRANGEBYSCORE', outbox, '-inf', NOW - grace, 'LIMIT', 0, 10)
+for _, entry in ipairs(stranded) do redis.call('ZADD', outbox, NOW, entry) end
+redis.call('ZADD', outbox, NOW, id .. ':1')
+return reply(vf, 'created', table.concat(stranded, ' '))

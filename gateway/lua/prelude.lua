@@ -1,8 +1,31 @@
--- Shared by every script. ARGV[1..4] is the context: now (seconds, float),
--- server name, server ip, audit stream MINID (ms). Script arguments start at ARGV[5].
-local NOW_S = ARGV[1]
+-- Shared by every script. ARGV[1..4] is the context: server name, server ip, audit
+-- retention (ms), seconds a finished verification stays readable. Script arguments start at ARGV[5].
+-- "Now" is Redis's own clock (TIME), so every expiry, interval and step decision uses one
+-- clock, whatever the skew between the nodes that call (Redis >= 5 replicates scripts by
+-- effects, so reading TIME before writing is allowed).
+local TIME = redis.call('TIME')
+local NOW_S = TIME[1] .. '.' .. string.format('%06d', tonumber(TIME[2]))
 local NOW = tonumber(NOW_S)
-local SERVER, SERVER_IP, AUDIT_MINID = ARGV[2], ARGV[3], ARGV[4]
+local SERVER, SERVER_IP = ARGV[1], ARGV[2]
+local AUDIT_MINID = string.format('%.0f', tonumber(TIME[1]) * 1000 - tonumber(ARGV[3]))
+local RETENTION = tonumber(ARGV[4])
+
+-- A verification's key (or one naming it) lives until its expiry plus the retention, then
+-- Redis drops it. With a value, the key is set to it (a string key) with that life.
+local function keep_until(key, expires, value)
+  local ttl = math.max(math.floor(expires - NOW), 0) + RETENTION + 1
+  if value then return redis.call('SET', key, value, 'EX', ttl) end
+  redis.call('EXPIRE', key, ttl)
+end
+
+-- An absolute time `seconds` from now, but no later than `latest` (absolute; '' or nil: no
+-- cap), in the form every record stores.
+local function after(seconds, latest)
+  local t = NOW + tonumber(seconds)
+  local cap = tonumber(latest or '')
+  if cap and cap < t then t = cap end
+  return string.format('%.6f', t)
+end
 
 local function hget(key, field)
   local v = redis.call('HGET', key, field)
@@ -50,10 +73,10 @@ local function is_pending(key)
   return hget(key, 'status') == 'pending'
 end
 
--- Every script answers its outcome followed by the record as it now stands, so the
--- caller never needs a second round trip to show the result.
+-- Every script answers its outcome, Redis's time, and the record as it now stands, so the
+-- caller never needs a second round trip to show the result or to schedule from it.
 local function reply(key, kind, value)
-  local out = {kind, value or ''}
+  local out = {kind, value or '', '_now', NOW_S}
   local all = redis.call('HGETALL', key)
   for i = 1, #all do out[#out + 1] = all[i] end
   return out

@@ -1,10 +1,12 @@
--- KEYS: vf, reply index of (gateway sender, user number). ARGV[5..]: attempt, index ttl, entries kept
+-- KEYS: vf, reply index of (gateway sender, user number), audit stream. ARGV[5..]: attempt, index ttl, entries kept
 -- Remembers that a two-way prompt is going out, so the user's reply finds its verification.
 -- Scored by the time the prompt went out: the inbound webhook matches the newest first.
-local vf, index = KEYS[1], KEYS[2]
+local vf, index, stream = KEYS[1], KEYS[2], KEYS[3]
 local attempt, ttl, keep = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('EXISTS', vf) == 0 then return reply(vf, 'not_found', '') end
 if not is_pending(vf) then return reply(vf, 'finished', '') end
+local expired = expire_if_due(vf, stream)
+if expired then return reply(vf, 'ended', expired) end
 if hget(vf, 'n') ~= attempt or hget(vf, 'channel') ~= 'sms_reply' then return reply(vf, 'stale', '') end
 redis.call('ZADD', index, NOW, hget(vf, 'id'))
 redis.call('ZREMRANGEBYRANK', index, 0, -(keep + 1))

@@ -1,0 +1,107 @@
+"""An attempt acts only while it is current and unexpired, and sends one code whatever the
+retries: real web, worker and simulator processes, with faults injected from outside."""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+import redis
+from rq import Queue
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+
+from config import load_settings
+from gateway import create_app, jobs
+from tests.stack import Stack, poll
+
+TTL = 4
+
+
+def redis_now(r: redis.Redis) -> float:
+    """Redis's clock, the one the gateway's scripts decide by."""
+    seconds, micros = r.time()
+    return seconds + micros / 1e6
+
+
+def codes_in(stack: Stack, number: str) -> list[str]:
+    """The code in each SMS the handset received, in order."""
+    return [re.search(r"\b(\d{6})\b", m["body"]).group(1) for m in stack.inbox(number)]  # type: ignore[union-attr]
+
+
+def message_creates(stack: Stack) -> int:
+    """How many Create Message requests reached the carrier."""
+    return sum(1 for r in stack.sim("GET", "requests")["requests"]
+               if r["method"] == "POST" and r["path"].endswith("/Messages.json"))
+
+
+@pytest.fixture
+def short_lived() -> Iterator[Stack]:
+    running = Stack(5, SMS_CODE_TTL=str(TTL), FALLBACK_CHANNELS="", RATE_LIMIT_PER_NUMBER="1000")
+    try:
+        yield running.start()
+    finally:
+        running.stop()
+
+
+def test_a_delivery_job_that_runs_after_expiry_sends_nothing_and_nothing_approves(short_lived: Stack) -> None:
+    stack, to = short_lived, "+48600500100"
+    stack.stop("worker")  # a worker outage (or a queue backlog) holds the delivery job
+    vid = stack.start_verification(to, channel="sms")["id"]
+    key = f"gw:vf:{vid}"
+    expires = float(stack.redis.hget(key, "expires"))
+    poll(lambda: redis_now(stack.redis) > expires + 0.2, TTL + 20, what="the verification to expire unread")
+    assert stack.redis.hget(key, "status") == b"pending"  # nobody has read it since
+    stack.restart("worker")
+    poll(lambda: stack.redis.hget(key, "status") != b"pending", 30, what="the late job to run")
+    assert stack.redis.hget(key, "status") == b"expired"
+    assert stack.inbox(to) == [] and message_creates(stack) == 0
+    body = stack.read(vid)
+    assert (body["status"], body["reason"]) == ("expired", "expired")
+    assert stack.check(vid, "000000")["valid"] is False
+
+
+@pytest.fixture
+def slow_carrier() -> Iterator[Stack]:
+    running = Stack(6, TWILIO_TIMEOUT="1", DELIVERY_RETRY_INTERVALS="3", FALLBACK_CHANNELS="",
+                    RATE_LIMIT_PER_NUMBER="1000", DELIVERY_DEADLINE="600")
+    try:
+        yield running.start()
+    finally:
+        running.stop()
+
+
+def test_a_carrier_answering_after_the_timeout_gets_the_same_code_again(slow_carrier: Stack) -> None:
+    stack, to = slow_carrier, "+48600500200"
+    # Twilio accepts the message but answers after TWILIO_TIMEOUT: the gateway cannot know it went.
+    stack.sim("PUT", f"handsets/{to}/behaviour", {"rest_delay_ms": 3000})
+    vid = stack.start_verification(to, channel="sms")["id"]
+    poll(lambda: stack.inbox(to), 15, what="the first SMS")
+    stack.sim("PATCH", f"handsets/{to}/behaviour", {"rest_delay_ms": 0})  # the carrier is quick again
+    poll(lambda: len(stack.inbox(to)) >= 2, 30, what="the retried SMS")
+    first, second = codes_in(stack, to)[:2]
+    assert first == second  # one duplicate SMS, and it carries the same code
+    assert stack.check(vid, first)["valid"] is True
+    assert len(stack.inbox(to)) == 2 and message_creates(stack) == 2
+
+
+def pending_deliveries(stack: Stack) -> int:
+    """Delivery jobs queued, scheduled or running on the stack's queue."""
+    queue = Queue(load_settings(stack.env).queue_name, connection=stack.redis)
+    ids = queue.job_ids + ScheduledJobRegistry(queue=queue).get_job_ids() + StartedJobRegistry(queue=queue).get_job_ids()
+    found = [queue.fetch_job(i) for i in ids]
+    return sum(1 for job in found if job is not None and job.func_name == "gateway.jobs.deliver")
+
+
+def test_a_second_delivery_job_for_the_same_attempt_sends_nothing(slow_carrier: Stack) -> None:
+    stack, to = slow_carrier, "+48600500300"
+    stack.stop("worker")
+    vid = stack.start_verification(to, channel="sms")["id"]
+    node = create_app(load_settings(stack.env))  # one more gateway node on the stack's Redis
+    jobs.enqueue_delivery(node.extensions["gateway"], vid, 1)  # e.g. an idempotent retry racing the first
+    assert pending_deliveries(stack) == 2
+    stack.restart("worker")
+    code = stack.sms_code(to)
+    # The second job finds the attempt held, looks again when the lease ends, and finds it sent.
+    poll(lambda: pending_deliveries(stack) == 0, 60, interval=0.5, what="both delivery jobs to finish")
+    assert codes_in(stack, to) == [code] and message_creates(stack) == 1
+    assert stack.check(vid, code)["valid"] is True

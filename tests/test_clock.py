@@ -1,0 +1,81 @@
+"""One clock: Redis's TIME decides expiry, resend intervals and TOTP steps, never a node's clock.
+
+A node whose clock is an hour off is simulated by shifting this process's `time.time` while
+it serves a request (the fault is in the node's clock; the gateway's code runs unchanged).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tests.test_api import give_code, start
+from tests.test_totp import deliver_all, enrol, settle_step, start_totp
+
+HOUR = 3600.0
+
+
+@pytest.fixture
+def skewed(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], contextmanager]:  # type: ignore[type-arg]
+    """Run a block on a node whose wall clock is `offset` seconds off."""
+    real = time.time
+
+    @contextmanager
+    def clock(offset: float) -> Iterator[None]:
+        monkeypatch.setattr(time, "time", lambda: real() + offset)
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(time, "time", real)
+
+    return clock
+
+
+def test_a_node_an_hour_ahead_neither_expires_early_nor_stamps_its_time(app, client, skewed) -> None:
+    created = time.time()
+    with skewed(HOUR):
+        body = start(client).get_json()
+        vid = body["id"]
+        give_code(app, vid)
+        read = client.get(f"/v1/verifications/{vid}").get_json()
+    assert read["status"] == "pending"
+    svc = app.extensions["gateway"]
+    v = svc.store.load(vid)
+    assert abs(v.created_at - created) < 60 and abs(v.expires_at - (created + svc.settings.sms_code_ttl)) < 60
+    with skewed(HOUR):
+        checked = client.post(f"/v1/verifications/{vid}/check", json={"code": "123456"}).get_json()
+    assert checked["valid"] is True and checked["status"] == "approved"
+
+
+def test_a_node_an_hour_ahead_does_not_skip_the_resend_interval(client, skewed) -> None:
+    vid = start(client).get_json()["id"]
+    with skewed(HOUR):
+        r = client.post(f"/v1/verifications/{vid}/resend", json={})
+    assert r.status_code == 429 and r.get_json()["error"]["code"] == "rate_limited"
+    assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_a_node_an_hour_behind_still_expires_on_time(settings, skewed) -> None:  # type: ignore[no-untyped-def]
+    from gateway import create_app
+
+    app = create_app(settings.replace(sms_code_ttl=1))
+    c = app.test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = "Bearer test-api-key-0123456789"
+    vid = start(c).get_json()["id"]
+    give_code(app, vid)
+    with skewed(-HOUR):
+        body = c.get(f"/v1/verifications/{vid}?wait=5").get_json()  # wakes at Redis's expiry
+        late = c.post(f"/v1/verifications/{vid}/check", json={"code": "123456"}).get_json()
+    assert body["status"] == "expired" and late["valid"] is False
+
+
+def test_a_node_an_hour_ahead_matches_totp_codes_of_the_true_time(app, client, skewed) -> None:
+    totp = enrol(client, "alice")
+    vid = start_totp(client, "alice").get_json()["id"]
+    deliver_all(app)
+    now = settle_step()
+    with skewed(HOUR):
+        result = client.post(f"/v1/verifications/{vid}/check", json={"code": totp.at(now)}).get_json()
+    assert result["valid"] is True
