@@ -343,7 +343,7 @@ def resend(
     # The attempt number is compared-and-set by advance, so this read cannot let a race exceed the cap.
     if max_sends is not None and v.attempt.number >= max_sends:
         raise RateLimited("This verification was sent the most times allowed.",
-                          retry_after=max(int(v.expires_at - now), 1))
+                          retry_after=max(int(v.expires_at - now), 1), reason="max_sends")
     wait = svc.settings.resend_interval if interval is None else interval
     # Refused here before it counts against any limit; advance.lua decides it again atomically.
     if v.attempt.started_at + wait > now:

@@ -23,6 +23,13 @@ CHANNEL_DISABLED = 60223
 FRAUD_BLOCKED = 60410
 GEO_BLOCKED = 60605
 NOT_FOUND = 20404
+TOO_MANY = 20429
+# The gateway's abuse refusals (reason) in Twilio's terms: sends to one entity are 60203, a
+# suspended range is Fraud Guard's 60410, the rest (country, global, budget) 20429.
+_RATE_CODES = {
+    "max_sends": (MAX_SENDS, 429), "number": (MAX_SENDS, 429), "user": (MAX_SENDS, 429),
+    "client_ip": (MAX_SENDS, 429), "fraud_suspected": (FRAUD_BLOCKED, 403),
+}
 AUTHENTICATE = 20003
 
 
@@ -56,7 +63,7 @@ def _translate(exc: GatewayError) -> tuple[int, int]:
     if isinstance(exc, (NotFound, NotPending)):
         return NOT_FOUND, 404
     if isinstance(exc, RateLimited):
-        return MAX_SENDS, 429
+        return _RATE_CODES.get(exc.reason or "max_sends", (TOO_MANY, 429))
     if isinstance(exc, DestinationBlocked):
         return (GEO_BLOCKED, 403) if exc.message.startswith("Destination country") else (FRAUD_BLOCKED, 403)
     return exc.http_status * 100 if exc.http_status >= 500 else exc.http_status, exc.http_status

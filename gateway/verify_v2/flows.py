@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway import i18n, phone, verifications
-from gateway.errors import InvalidPhoneNumber, NotFound, NotPending, RateLimited
+from gateway.errors import InvalidPhoneNumber, NotFound, NotPending
 from gateway.models import Channel, CodeOptions, Reason, Status, Verification
 from gateway.schemas import StartRequest
 from gateway.services import Services
 from gateway.verify_v2 import forms
 from gateway.verify_v2.errors import (
-    CHANNEL_DISABLED, LANDLINE, MAX_CHECKS, MAX_SENDS, TwilioError, invalid, not_found,
+    CHANNEL_DISABLED, LANDLINE, MAX_CHECKS, TwilioError, invalid, not_found,
 )
 from gateway.verify_v2.render import verification_id
 from gateway.verify_v2.service import Service
@@ -38,6 +38,7 @@ class CreateRequest:
     locale: str
     friendly_name: str | None
     custom_code: str | None
+    device_ip: str | None = None
 
 
 def _channel(form: Mapping[str, str]) -> str:
@@ -71,7 +72,8 @@ def parse_create(form: Mapping[str, str], service: Service) -> CreateRequest:
         raise invalid("CustomCode", "the Service does not allow custom codes (CustomCodeEnabled)")
     if channel == "sms" and service.skip_sms_to_landlines and number.type is phone.NumberType.FIXED_LINE:
         raise TwilioError(LANDLINE, 403, "SMS is not supported by landline phone number")
-    return CreateRequest(number, channel, _locale(form), forms.text(form, "CustomFriendlyName", 30), custom)
+    return CreateRequest(number, channel, _locale(form), forms.text(form, "CustomFriendlyName", 30), custom,
+                         forms.ip(form, "DeviceIp"))
 
 
 def _voice(tts_name: str | None) -> str | None:
@@ -94,7 +96,7 @@ def _start_request(svc: Services, service: Service, req: CreateRequest) -> Start
         tags=(("svc", service.sid), ("acct", service.account_sid)),
     )
     return StartRequest(to=req.to.e164, channel=req.channel, fallback=tuple(Channel(c) for c in chain),
-                        locale=req.locale, ivr_mode=service.ivr_mode, options=options)
+                        locale=req.locale, ivr_mode=service.ivr_mode, client_ip=req.device_ip, options=options)
 
 
 def create(svc: Services, service: Service, req: CreateRequest) -> tuple[Verification, bool]:
@@ -106,8 +108,6 @@ def create(svc: Services, service: Service, req: CreateRequest) -> tuple[Verific
         forced = v.channel if req.channel == "auto" else Channel(req.channel)
         try:
             return verifications.resend(svc, v.id, forced, interval=0, max_sends=SEND_LIMIT), False
-        except RateLimited as exc:
-            raise TwilioError(MAX_SENDS, 429, "Max send attempts reached", exc.retry_after) from None
         except NotPending:
             continue
     raise TwilioError(20429, 429, "Too many concurrent requests for this verification; try again")

@@ -1,6 +1,7 @@
 """Reading Twilio's form fields: each bad value is 400/60200 naming the parameter."""
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 
@@ -64,6 +65,17 @@ def code(form: Mapping[str, str], name: str, required: bool = False) -> str | No
     if not CODE.fullmatch(value):
         raise invalid(name, "4 to 10 letters or digits")
     return value
+
+
+def ip(form: Mapping[str, str], name: str) -> str | None:
+    """An IPv4 or IPv6 address (Twilio's DeviceIp: the gateway's per-client limits use it)."""
+    value = text(form, name, 45)
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise invalid(name, "an IPv4 or IPv6 address") from None
 
 
 def sid(value: str | None, prefix: str) -> bool:

@@ -380,3 +380,14 @@ def test_a_call_reads_the_code_in_the_services_voice_and_the_check_approves(stac
     assert "Voice" in call["said"][0]["text"]  # the Service's name is the one the call says
     hit = sdk.verify.v2.services(va).verification_checks.create(to=to, code=code)
     assert (hit.status, hit.valid, hit.channel) == ("approved", True, "call")
+
+
+def test_device_ip_feeds_the_gateways_per_client_limit(sdk: Client, va: str) -> None:
+    verifications = sdk.verify.v2.services(va).verifications
+    for _ in range(4):  # RATE_LIMIT_PER_IP=4 in this stack
+        verifications.create(to=new_number(), channel="sms", device_ip="198.51.100.7")
+    error = refused(verifications.create, to=new_number(), channel="sms", device_ip="198.51.100.7")
+    assert (error.status, error.code) == (429, 60203)
+    assert verifications.create(to=new_number(), channel="sms", device_ip="198.51.100.8").status == "pending"
+    error = refused(verifications.create, to=new_number(), channel="sms", device_ip="not-an-ip")
+    assert (error.status, error.code) == (400, 60200) and "DeviceIp" in error.msg

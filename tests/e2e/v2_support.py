@@ -25,7 +25,8 @@ def new_number(prefix: str = "+48600300") -> str:
 def v2_stack(db: int, **env: str) -> Stack:
     """A Stack with the /v2 accounts configured (not started)."""
     settings = {"VERIFY_ACCOUNTS": VERIFY_ACCOUNTS, "FALLBACK_CHANNELS": "", "RATE_LIMIT_PER_NUMBER": "1000",
-                "DELIVERY_RETRY_INTERVALS": "0", "DELIVERY_DEADLINE": "600"}
+                "DELIVERY_RETRY_INTERVALS": "0", "DELIVERY_DEADLINE": "600",
+                "RATE_LIMIT_PER_IP": "4"}
     return Stack(db, **{**settings, **env})
 
 
