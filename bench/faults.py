@@ -38,6 +38,10 @@ OUT = Path(__file__).resolve().parent / "results"
 CODE_TTL = 15  # seconds: every probe's expiry is a timer that must fire
 TWILIO_TIMEOUT = 3
 PROBE_EVERY = 4  # one verification in four is never checked: it must expire on time
+# The load comes from one address to one country: lift the abuse limits (docs/abuse.md) out of the way.
+UNLIMITED = {"RATE_LIMIT_PER_NUMBER": "1000", "RATE_LIMIT_PER_IP": "1000000", "RATE_LIMIT_PER_COUNTRY": "10000000",
+             "GLOBAL_SENDS_PER_MINUTE": "10000000", "PUMPING_MIN_CONVERSION": "0", "DAILY_BUDGET": "1000000000",
+             "DAILY_BUDGET_PER_COUNTRY": "1000000000"}
 
 
 @dataclass
@@ -210,11 +214,11 @@ def _seconds(value: str) -> float:
 def measure(stack: Stack, load: Load, phases: list[Phase]) -> list[dict[str, Any]]:
     """The figures per phase, once everything has settled."""
     audit = _audit(stack)
+    fired: dict[str, float] = {}  # probe id -> seconds its expiry timer fired after it was due
     rows = []
     for phase in phases:
         items = [i for i in load.items if i.phase == phase.name and i.id]
         lost = undelivered = duplicates = dup_differ = late_approvals = 0
-        lateness: list[float] = []
         stranded: list[str] = []
         for item in items:
             if stack.api("GET", f"/v1/verifications/{item.id}").status_code == 404:
@@ -233,7 +237,7 @@ def measure(stack: Stack, load: Load, phases: list[Phase]) -> list[dict[str, Any
                 late_approvals += 1
             if item.probe:
                 if record and record["status"] == "expired":
-                    lateness.append(_seconds(record["ended_at"]) - item.expires_at)
+                    fired[item.id] = _seconds(record["ended_at"]) - item.expires_at
                 for code in codes:  # every code the probe got, tried after its expiry
                     if stack.check(item.id, code).get("status") == "approved":
                         late_approvals += 1
@@ -243,11 +247,17 @@ def measure(stack: Stack, load: Load, phases: list[Phase]) -> list[dict[str, Any
             "start_retries": sum(i.start_errors for i in load.items if i.phase == phase.name),
             "lost": lost, "never_delivered": undelivered, "duplicate_sms": duplicates,
             "duplicates_with_another_code": dup_differ, "approved_after_expiry": late_approvals,
-            "probes_expired_by_timer": len(lateness),
-            "probes": sum(1 for i in items if i.probe),
-            "max_timer_lateness_s": round(max(lateness), 1) if lateness else None,
-            "median_timer_lateness_s": round(sorted(lateness)[len(lateness) // 2], 1) if lateness else None,
             "never_delivered_detail": stranded,
+        })
+    # Timers belong to the phase in which they fell due: that is where a fault delays them.
+    bounds = [p.started for p in phases[1:]] + [float("inf")]
+    for row, phase, end in zip(rows, phases, bounds):
+        due = [i for i in load.items if i.probe and i.id and phase.started <= i.expires_at < end]
+        lateness = sorted(fired[i.id] for i in due if i.id in fired)
+        row.update({
+            "timers_due": len(due), "timers_fired": len(lateness),
+            "max_timer_lateness_s": round(lateness[-1], 1) if lateness else None,
+            "median_timer_lateness_s": round(lateness[len(lateness) // 2], 1) if lateness else None,
         })
     return rows
 
@@ -258,7 +268,7 @@ def run(quick: bool, only: str = "") -> dict[str, Any]:
     server = PrivateRedis(aof=True)
     server.start()
     stack = Stack(0, redis_server=server.url, FALLBACK_CHANNELS="", SMS_CODE_TTL=str(CODE_TTL),
-                  TWILIO_TIMEOUT=str(TWILIO_TIMEOUT), RATE_LIMIT_PER_NUMBER="1000", LOG_LEVEL="WARNING")
+                  TWILIO_TIMEOUT=str(TWILIO_TIMEOUT), LOG_LEVEL="WARNING", **UNLIMITED)
     proxy = FaultProxy(stack.sim_url).start()
     stack.env["TWILIO_API_BASE_URL"] = proxy.url
     load = Load(stack, threads=3)
@@ -303,11 +313,11 @@ def run(quick: bool, only: str = "") -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     """The figures as a Markdown table."""
     head = ("| fault | acked | lost | never delivered | duplicate SMS (other code) | approved after expiry "
-            "| probes expired by timer | slowest timer (s after due) |\n|---|---|---|---|---|---|---|---|\n")
+            "| expiry timers fired / due | timer lateness, median / max (s) |\n|---|---|---|---|---|---|---|---|\n")
     lines = [
         f"| {r['phase']} | {r['acknowledged']} | {r['lost']} | {r['never_delivered']} | "
         f"{r['duplicate_sms']} ({r['duplicates_with_another_code']}) | {r['approved_after_expiry']} | "
-        f"{r['probes_expired_by_timer']}/{r['probes']} | {r['max_timer_lateness_s']} |"
+        f"{r['timers_fired']}/{r['timers_due']} | {r['median_timer_lateness_s']} / {r['max_timer_lateness_s']} |"
         for r in result["rows"]
     ]
     return head + "\n".join(lines) + "\n"
