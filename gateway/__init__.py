@@ -24,7 +24,10 @@ def create_app(config: Settings | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, TESTING=settings.testing)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["gateway"] = build_services(settings)
-    check_redis(app.extensions["gateway"].redis)
+    svc = app.extensions["gateway"]
+    check_redis(svc.redis)
+    if svc.queue.connection is not svc.redis:  # the queue's own Redis keeps every scheduled timer
+        check_redis(svc.queue.connection, "RQ_REDIS_URL")
     register_error_handlers(app)
     for blueprint in (api.bp, admin_api.bp, verify_v2.bp, ops.bp, sms.bp, ivr.bp):
         app.register_blueprint(blueprint)

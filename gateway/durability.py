@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 MUST_SURVIVE = "opt-outs (STOP), authenticator enrolments and the OATH token inventory"
 
 
-def check_redis(connection: redis.Redis) -> None:
+def check_redis(connection: redis.Redis, variable: str = "REDIS_URL") -> None:
     """Refuse an evicting Redis (allkeys-*); warn when it cannot be checked or keeps no AOF."""
     try:
         config = connection.config_get("maxmemory-policy")
@@ -29,7 +29,7 @@ def check_redis(connection: redis.Redis) -> None:
     policy = config.get("maxmemory-policy", "")
     if policy.startswith("allkeys-"):
         raise ConfigError(
-            "REDIS_URL",
+            variable,
             f"the Redis server's maxmemory-policy is {policy}: when memory runs short it evicts any key, "
             f"including {MUST_SURVIVE}, which have no TTL and cannot be rebuilt. Set maxmemory-policy "
             "to noeviction (or a volatile-* policy); see docs/deployment.md",

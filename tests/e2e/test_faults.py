@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pyotp
 import pytest
 
+from tests.conftest import TEST_DB
 from tests.faultproxy import FaultProxy
 from tests.stack import ROOT, PrivateRedis, Stack, poll, procfile
 
@@ -163,6 +164,20 @@ def test_a_redis_that_evicts_only_expiring_keys_or_hides_its_config_is_accepted(
             create_app(load_settings(gateway_env(0, REDIS_URL=f"{server.url}/0")))
         finally:
             server.cleanup()
+
+
+def test_a_queue_redis_that_evicts_any_key_is_refused_by_name() -> None:
+    from config import ConfigError, load_settings
+    from gateway import create_app
+    from tests.conftest import gateway_env
+
+    server = PrivateRedis("--maxmemory-policy", "allkeys-lru")
+    server.start()
+    try:
+        with pytest.raises(ConfigError, match="RQ_REDIS_URL: .*maxmemory-policy is allkeys-lru"):
+            create_app(load_settings(gateway_env(TEST_DB, RQ_REDIS_URL=f"{server.url}/0")))
+    finally:
+        server.cleanup()
 
 
 def test_a_failed_start_stops_the_processes_already_started() -> None:
