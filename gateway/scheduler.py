@@ -11,8 +11,9 @@ Why not rq's own scheduler (rq 2.12.0, read in `rq/scheduler.py` and `rq/worker/
   (job_monitoring_interval + 60 = 90 s) has passed *and* a maintenance pass runs.
 
 So the supervisor, one thread per worker process, does each second what rq's scheduler
-does (`RQScheduler.enqueue_scheduled_jobs`, rq's own code) under the same lock key but with
-a short TTL, survives any Redis error by trying again on the next tick, marks its worker
+does (`RQScheduler.enqueue_scheduled_jobs`) under the same lock key but with a short TTL,
+putting due jobs at the front of the queue (they are timers and retries, already due, and
+must not wait behind a backlog of new deliveries), survives any Redis error by trying again on the next tick, marks its worker
 alive with a short-lived key, and hands jobs of workers that are no longer alive to rq's own
 abandoned-job handling (`StartedJobRegistry.cleanup`: failure callback, then retry or give up).
 """
@@ -28,8 +29,10 @@ import uuid
 import redis
 from flask import Flask
 from rq import Queue
-from rq.registry import StartedJobRegistry
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.scheduler import RQScheduler
+from rq.utils import current_timestamp
 from rq.scripts import acquire_or_refresh_lock, release_lock
 from rq.timeouts import TimerDeathPenalty
 
@@ -64,6 +67,22 @@ def recover_abandoned(queue: Queue) -> list[str]:
     return dead
 
 
+def move_due_jobs(queue: Queue) -> int:
+    """Move scheduled jobs whose time has come to the front of the queue; answer how many."""
+    registry = ScheduledJobRegistry(queue=queue)
+    ids = registry.get_jobs_to_schedule(current_timestamp())
+    if ids:
+        # As RQScheduler.enqueue_scheduled_jobs does, but at the front: these are already due.
+        with queue.connection.pipeline() as pipe:
+            for job in Job.fetch_many(ids, connection=queue.connection, serializer=queue.serializer):
+                if job is not None:
+                    queue._enqueue_job(job, pipeline=pipe, at_front=True)
+            for job_id in ids:
+                registry.remove(job_id, pipeline=pipe)
+            pipe.execute()
+    return len(ids)
+
+
 class Supervisor:
     """The thread that keeps timers firing and recovers crashed workers' jobs."""
 
@@ -73,9 +92,6 @@ class Supervisor:
         self.queue = Queue(queue_name, connection=connection)
         self.name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.lock_key = RQScheduler.get_locking_key(queue_name)
-        self.scheduler = RQScheduler([self.queue], connection=connection, name=self.name,
-                                     logging_level=logging.getLogger().level)
-        self.scheduler.prepare_registries([queue_name])
         self.worker_name: str | None = None
         self.leading = False
         self._stopping = threading.Event()
@@ -102,7 +118,7 @@ class Supervisor:
             self.redis.set(alive_key(self.worker_name), self.name, ex=ALIVE_TTL)
         self.leading = acquire_or_refresh_lock(self.redis, self.lock_key, self.name, LOCK_TTL) != "taken"
         if self.leading:
-            self.scheduler.enqueue_scheduled_jobs()
+            move_due_jobs(self.queue)
             recover_abandoned(self.queue)
 
     def start(self) -> None:

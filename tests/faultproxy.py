@@ -40,6 +40,13 @@ class Record:
     at: float
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that gave up (timed out, or was killed) is what the faults are about: not an error."""
+
+
 class FaultProxy:
     """The proxy server (a thread); `plan` decides, `records` tells what happened."""
 
@@ -50,8 +57,7 @@ class FaultProxy:
         self.let_go = threading.Event()  # held and stalled sends wait for this
         self._lock = threading.Lock()
         self._sends = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
