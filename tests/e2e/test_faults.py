@@ -111,6 +111,9 @@ def test_what_must_survive_a_redis_restart_survives_it(aof_redis: PrivateRedis, 
         stack.sim("POST", f"handsets/{stopper}/sms", {"body": "STOP"})
         poll(lambda: stack.redis.exists(f"gw:optout:{stopper}"), 20, what="the opt-out")
         app_secret = stack.api("POST", "/v1/users/olga/totp").json()["secret"]
+        confirmed = stack.api("POST", "/v1/users/olga/totp/confirm",  # with the previous step's code
+                              {"code": pyotp.TOTP(app_secret).at(time.time() - 30)})
+        assert confirmed.status_code == 200, confirmed.text
         token_secret = pyotp.random_base32()
         (tmp_path / "tokens.csv").write_text(f"serial,secret,step,user\nAOF-1,{token_secret},30,pete\n")
         imported = subprocess.run([sys.executable, "-m", "gateway", "tokens", "import", str(tmp_path / "tokens.csv")],
