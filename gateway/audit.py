@@ -162,8 +162,12 @@ def _abuse_event(fields: Mapping[str, str]) -> dict[str, object]:
 
 def _entries(svc: Services, f: Filters) -> Iterator[tuple[str, dict[str, str]]]:
     """Stream entries in the time range and after the cursor, newest first, in batches."""
+    # Stream ids start at 0-0 (1970): nothing lies before them, and Redis refuses a bound
+    # below them (an exclusive "(0-0" or a negative time) instead of answering an empty range.
+    if (f.cursor and not any(map(int, f.cursor.split("-")))) or (f.until and _ms(f.until) < 0):
+        return
     newest = f"({f.cursor}" if f.cursor else (str(_ms(f.until)) if f.until else "+")
-    oldest = str(_ms(f.since)) if f.since else "-"
+    oldest = str(_ms(f.since)) if f.since and _ms(f.since) > 0 else "-"
     while True:
         batch = svc.store.audit_entries(newest, oldest, BATCH)
         yield from batch

@@ -100,7 +100,8 @@ def parse_start(body: Any) -> StartRequest:
             client_ip = str(ipaddress.ip_address(client_ip))
         except ValueError:
             raise InvalidRequest("'client_ip' must be an IPv4 or IPv6 address.") from None
-    user = body.get("user") or {}
+    user = body.get("user")
+    user = {} if user is None else user
     if not isinstance(user, dict) or set(user) - USER_FIELDS:
         raise InvalidRequest("'user' must be an object with first_name, last_name and email only.")
     for name, value in user.items():

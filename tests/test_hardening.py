@@ -90,3 +90,25 @@ def test_locales_are_the_folders_and_the_openapi_file_lists_them(client) -> None
     assert start(client, locale="xx").status_code == 400
     for locale in folders:
         assert start(client, to=f"+4860010020{folders.index(locale)}", locale=locale).status_code == 201
+
+
+# -- found by the fuzz test (tests/e2e/test_fuzz.py) -------------------------------------------
+
+@pytest.mark.parametrize("query", ["cursor=0-0", "cursor=00-000", "since=1969-01-01T00:00:00Z",
+                                   "until=1969-12-31T23:59:59Z", "since=1969-01-01T00:00:00Z&until=1969-06-01T00:00:00Z"])
+def test_audit_ranges_before_the_first_stream_id_answer_empty(admin, query: str) -> None:
+    for path in ("/v1/audit", "/v1/audit.csv"):
+        r = admin.get(f"{path}?{query}")
+        assert r.status_code == 200, r.get_data(as_text=True)
+    assert admin.get(f"/v1/audit?{query}").get_json()["records"] == []  # an empty stream
+
+
+@pytest.mark.parametrize("user", [False, 0, "", [], "x"])
+def test_user_must_be_an_object_or_null(client, redis_db, user) -> None:
+    assert start(client, user=user).status_code == 400
+    assert not redis_db.keys("gw:vf:*")
+
+
+def test_optional_start_fields_sent_as_null_count_as_absent(client) -> None:
+    r = start(client, country=None, fallback=None, user_id=None, client_ip=None, user=None)
+    assert r.status_code == 201, r.get_json()
