@@ -2,12 +2,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+# An API with an error shape of its own (/v2 speaks Twilio's), by path prefix: a URL that
+# matches no route belongs to no blueprint, so only the app's handler sees it.
+_SHAPES: dict[str, Callable[[HTTPException], Response]] = {}
+
+
+def register_shape(prefix: str, render: Callable[[HTTPException], Response]) -> None:
+    """Answer routing failures under a path prefix with another API's error shape."""
+    _SHAPES[prefix] = render
 
 
 class GatewayError(Exception):
@@ -119,6 +128,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
+        for prefix, render in _SHAPES.items():
+            if request.path.startswith(prefix):
+                return render(exc)
         status = exc.code or 500
         message = exc.description or exc.name
         if status == 413:

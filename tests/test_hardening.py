@@ -112,3 +112,10 @@ def test_user_must_be_an_object_or_null(client, redis_db, user) -> None:
 def test_optional_start_fields_sent_as_null_count_as_absent(client) -> None:
     r = start(client, country=None, fallback=None, user_id=None, client_ip=None, user=None)
     assert r.status_code == 201, r.get_json()
+
+
+@pytest.mark.parametrize("path", ["/v2/Services/abc/Verifications/de%0A", "/v2/Nothing"])
+def test_a_v2_url_that_matches_no_route_answers_in_twilios_shape(client, path: str) -> None:
+    body = client.post(path).get_json()
+    assert body["status"] == 404 and set(body) == {"code", "message", "more_info", "status"}
+    assert client.post("/v1/nothing").get_json()["error"]["code"] == "not_found"  # /v1 keeps its own

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from gateway.errors import (
     DestinationBlocked, GatewayError, InvalidPhoneNumber, InvalidRequest, NotFound, NotPending, RateLimited,
-    TotpNotEnrolled, Unauthorized,
+    TotpNotEnrolled, Unauthorized, register_shape,
 )
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ def register(bp: Blueprint) -> None:
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
         return twilio_error(20004 if status == 405 else status, exc.description or exc.name, status)
+
+    register_shape(f"{bp.url_prefix}/", _http)
 
     @bp.errorhandler(redis.exceptions.ConnectionError)
     @bp.errorhandler(redis.exceptions.TimeoutError)
