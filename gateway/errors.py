@@ -128,14 +128,12 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
-        for prefix, render in _SHAPES.items():
-            if request.path.startswith(prefix):
-                return render(exc)
         status = exc.code or 500
         message = exc.description or exc.name
         if status == 413:
             message = "The request body is too large."
-        response = error_response(_HTTP_CODES.get(status, "http_error"), message, status)
+        render = next((r for prefix, r in _SHAPES.items() if request.path.startswith(prefix)), None)
+        response = render(exc) if render else error_response(_HTTP_CODES.get(status, "http_error"), message, status)
         if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
         return response

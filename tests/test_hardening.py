@@ -119,3 +119,8 @@ def test_a_v2_url_that_matches_no_route_answers_in_twilios_shape(client, path: s
     body = client.post(path).get_json()
     assert body["status"] == 404 and set(body) == {"code", "message", "more_info", "status"}
     assert client.post("/v1/nothing").get_json()["error"]["code"] == "not_found"  # /v1 keeps its own
+
+
+def test_a_v2_method_not_allowed_keeps_the_allow_header(client) -> None:
+    r = client.open("/v2/Services/VA0/Verifications/x", method="TRACE")
+    assert r.status_code == 405 and "POST" in r.headers["Allow"] and r.get_json()["status"] == 405
