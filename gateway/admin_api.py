@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
-from gateway import audit
+from gateway import audit, reports
 from gateway.auth import Scope, guard, requires
 from gateway.services import services
 
@@ -29,3 +29,10 @@ def audit_csv() -> Response:
         stream_with_context(lines), mimetype="text/csv",
         headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
     )
+
+
+@bp.get("/reports/usage")
+@requires(Scope.ADMIN)
+def usage_report() -> Response:
+    """Verifications by day, country or channel from the day counters (no stream scan)."""
+    return jsonify(reports.usage(services(), reports.parse_query(request.args)))

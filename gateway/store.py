@@ -353,6 +353,13 @@ class Store:
             for entry_id, fields in self.redis.xrevrange(AUDIT_STREAM, newest, oldest, count=count)
         ]
 
+    def usage_counters(self, keys: list[str]) -> list[dict[str, int]]:
+        """Usage counter hashes (names after 'gw:usage:'), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(f"gw:usage:{key}")
+        return [{k.decode(): int(v) for k, v in raw.items()} for raw in pipe.execute()]
+
     def record_action(self, fields: Mapping[str, str]) -> None:
         """Append an operator's action to its stream, trimmed by age like the audit stream."""
         self._run("record_action", [ACTIONS_STREAM], *(item for kv in fields.items() for item in kv))

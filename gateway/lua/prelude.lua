@@ -44,19 +44,65 @@ local function attempts_of(key, n)
   return list
 end
 
+-- Usage report counters, read by gateway/reports.py, kept here so that a report never scans
+-- the audit stream. Per UTC day the verification started (days since the epoch): the day's
+-- totals (gw:usage:<day>, a few dozen fields, so a year of daily rows is one quick read),
+-- the same per first channel and per country (…:dims), and carrier errors and charged
+-- sends (…:x). Dims and x are also summed per block of USAGE_BLOCK days (gw:usage:b<n>…),
+-- so a long range reads a block instead of each of its days.
+-- Field names: <metric> = started, <status>, rescued, t<seconds-to-approve bucket>.
+local USAGE_BOUNDS = {1, 2, 3, 5, 8, 13, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800}
+local USAGE_BLOCK = 8
+local USAGE_TTL = 1100 * 86400  -- three years
+local CHARGED = {sms = {sent = 1, delivered = 1, undelivered = 1}, call = {answered = 1, completed = 1}}
+local function count_usage(status, created, country, attempts)
+  local day = math.floor(created / 86400)
+  local key = 'gw:usage:' .. day
+  local both = {key, 'gw:usage:b' .. math.floor(day / USAGE_BLOCK)}
+  local first = attempts[1] and attempts[1].channel or ''
+  local last = attempts[#attempts] and attempts[#attempts].channel or ''
+  local metrics = {'started', status}
+  if status == 'approved' then
+    if last ~= first then metrics[#metrics + 1] = 'rescued' end
+    local bucket = #USAGE_BOUNDS + 1
+    for i, bound in ipairs(USAGE_BOUNDS) do
+      if NOW - created <= bound then bucket = i break end
+    end
+    metrics[#metrics + 1] = 't' .. bucket
+  end
+  local x = {}
+  for _, a in ipairs(attempts) do
+    if a.error_code ~= cjson.null then x[#x + 1] = 'err:' .. a.error_code end
+    local kind = (a.channel == 'call') and 'call' or 'sms'
+    if a.channel ~= 'totp' and CHARGED[kind][a.status] then x[#x + 1] = 'send:' .. country .. ':' .. kind end
+  end
+  for _, m in ipairs(metrics) do redis.call('HINCRBY', key, m, 1) end
+  redis.call('EXPIRE', key, USAGE_TTL)
+  for _, k in ipairs(both) do
+    for _, m in ipairs(metrics) do
+      redis.call('HINCRBY', k .. ':dims', 'ch:' .. first .. '|' .. m, 1)
+      redis.call('HINCRBY', k .. ':dims', 'cc:' .. country .. '|' .. m, 1)
+    end
+    for _, f in ipairs(x) do redis.call('HINCRBY', k .. ':x', f, 1) end
+    redis.call('EXPIRE', k .. ':dims', USAGE_TTL)
+    if #x > 0 then redis.call('EXPIRE', k .. ':x', USAGE_TTL) end
+  end
+end
+
 -- End a pending verification: set the final status, forget the code, append the
 -- audit record, count it, and wake long-polling readers. Returns the record (JSON).
 local function finish(key, stream, status, reason)
   redis.call('HSET', key, 'status', status, 'reason', reason, 'ended', NOW_S, 'code', '', 'enc', '', 'keep', '')
   local f = redis.call('HMGET', key, 'id', 'user_id', 'first_name', 'last_name', 'email', 'to',
                        'channel', 'client_ip', 'created', 'n', 'chain', 'country')
+  local attempts = attempts_of(key, tonumber(f[10]) or 0)
   local record = {
     verification_id = f[1], user_id = f[2] or '', first_name = f[3] or '', last_name = f[4] or '',
     email = f[5] or '', phone_number = f[6], channel = f[7], mode = f[7],
     result = (status == 'approved') and 'approved' or 'denied', status = status,
     reason = reason, client_ip = f[8] or '', server_name = SERVER, server_ip = SERVER_IP,
     created_at = tonumber(f[9]), ended_at = NOW, channels = f[11], country = f[12] or '',
-    attempts = cjson.encode(attempts_of(key, tonumber(f[10]) or 0)),
+    attempts = cjson.encode(attempts),
   }
   local fields = {}
   for k, v in pairs(record) do
@@ -65,6 +111,7 @@ local function finish(key, stream, status, reason)
   end
   redis.call('XADD', stream, 'MINID', '~', AUDIT_MINID, '*', unpack(fields))
   redis.call('HINCRBY', 'gw:metrics:ended', f[7] .. '|' .. status .. '|' .. reason, 1)
+  count_usage(status, tonumber(f[9]), f[12] or '', attempts)
   redis.call('PUBLISH', 'gw:done:' .. f[1], status)
   return cjson.encode(record)
 end
