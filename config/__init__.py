@@ -55,6 +55,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
     verify_accounts: tuple[VerifyCredential, ...] = ()
+    console_session_ttl: int = 8 * 3600
     port: int = 8000
     public_base_url: str = "http://localhost:8000"
     twilio_account_sid: str | None = None
@@ -346,6 +347,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         api_keys=tuple(_list(env, "GATEWAY_API_KEYS")),
         admin_keys=_admin_keys(env),
         verify_accounts=_verify_accounts(env, "VERIFY_ACCOUNTS"),
+        console_session_ttl=_int(env, "CONSOLE_SESSION_TTL", 8 * 3600, 300, 7 * 86400),
         port=port,
         public_base_url=_url("PUBLIC_BASE_URL", env.get("PUBLIC_BASE_URL") or f"http://localhost:{port}"),
         twilio_account_sid=sid,

@@ -12,7 +12,7 @@ def create_app(config: Settings | None = None) -> Flask:
     """Build the app from settings (the environment when none are given)."""
     import ivr
     import sms
-    from gateway import admin_api, api, metrics, ops, verify_v2
+    from gateway import admin_api, api, console, metrics, ops, verify_v2
     from gateway.durability import check_redis
     from gateway.errors import register_error_handlers
     from gateway.logs import configure_logging
@@ -29,7 +29,7 @@ def create_app(config: Settings | None = None) -> Flask:
     if svc.queue.connection is not svc.redis:  # the queue's own Redis keeps every scheduled timer
         check_redis(svc.queue.connection, "RQ_REDIS_URL")
     register_error_handlers(app)
-    for blueprint in (api.bp, admin_api.bp, verify_v2.bp, ops.bp, sms.bp, ivr.bp):
+    for blueprint in (api.bp, admin_api.bp, console.bp, verify_v2.bp, ops.bp, sms.bp, ivr.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

@@ -48,3 +48,61 @@ def recent(svc: Services, target: str | None = None, limit: int = 20) -> list[Ac
             if len(found) >= limit:
                 break
     return found
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A mark on a number, why it is there, and how long it stays (None: until lifted)."""
+
+    kind: str
+    why: str
+    seconds_left: int | None
+
+
+@dataclass(frozen=True)
+class NumberState:
+    """What holds a number back: SMS opt-out, fraud block, the start rate limit."""
+
+    number: str
+    opted_out: Mark | None
+    blocked: Mark | None
+    rate: Mark | None
+    starts_in_window: int
+
+
+def _mark(kind: str, found: tuple[str, int] | None, why: str | None = None) -> Mark | None:
+    if found is None:
+        return None
+    value, ttl = found
+    return Mark(kind, why or ("" if value == "1" else value), ttl if ttl >= 0 else None)
+
+
+def number_state(svc: Services, number: str) -> NumberState:
+    """The marks on a number, with their reasons."""
+    s = svc.settings
+    rate = svc.store.flag("rate", number)
+    starts = int(rate[0]) if rate else 0
+    limited = rate if rate and starts >= s.rate_limit_per_number else None
+    return NumberState(
+        number,
+        _mark("optout", svc.store.flag("optout", number)),
+        _mark("block", svc.store.flag("block", number)),
+        _mark("rate", limited, f"{starts} starts within {s.rate_limit_window} s (limit {s.rate_limit_per_number})"),
+        starts,
+    )
+
+
+def unblock(svc: Services, caller: Caller, number: str, via: str = "api") -> bool:
+    """Lift a fraud block; whether there was one."""
+    had = svc.store.flag("block", number)
+    svc.store.clear_flag("block", number)
+    record(svc, caller, "unblock_number", number, f"was: {had[0]}" if had else "no block", via)
+    return had is not None
+
+
+def clear_rate_limit(svc: Services, caller: Caller, number: str, via: str = "api") -> bool:
+    """Reset the number's start counter; whether there was one."""
+    had = svc.store.flag("rate", number)
+    svc.store.clear_flag("rate", number)
+    record(svc, caller, "clear_rate_limit", number, f"{had[0]} starts counted" if had else "nothing counted", via)
+    return had is not None

@@ -284,9 +284,9 @@ class Store:
         """Whether an attempt's delivery was decided but its job never queued (a process died between)."""
         return self.redis.zscore(OUTBOX, f"{verification_id}:{attempt}") is not None
 
-    def set_flag(self, kind: str, number: str) -> None:
-        """Mark a number (kind 'optout': it replied STOP); one command, atomic by itself."""
-        self.redis.set(f"gw:{kind}:{number}", "1")
+    def set_flag(self, kind: str, number: str, why: str = "1") -> None:
+        """Mark a number (kind 'optout': it replied STOP), saying why; one command, atomic by itself."""
+        self.redis.set(f"gw:{kind}:{number}", why)
 
     def clear_flag(self, kind: str, number: str) -> None:
         """Lift a mark set with set_flag."""
@@ -359,6 +359,34 @@ class Store:
         for key in keys:
             pipe.hgetall(f"gw:usage:{key}")
         return [{k.decode(): int(v) for k, v in raw.items()} for raw in pipe.execute()]
+
+    # -- the operators' console: server-side sessions, keyed by a digest of the cookie ------
+    def session_save(self, digest: str, fields: Mapping[str, str], ttl: int) -> None:
+        """Create (or refresh) a console session."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(f"gw:console:{digest}", mapping=dict(fields))
+        pipe.expire(f"gw:console:{digest}", ttl)
+        pipe.execute()
+
+    def session_load(self, digest: str, ttl: int) -> dict[str, str] | None:
+        """A console session's fields (sliding expiry), or None."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(f"gw:console:{digest}")
+        pipe.expire(f"gw:console:{digest}", ttl)
+        raw = pipe.execute()[0]
+        return {k.decode(): v.decode() for k, v in raw.items()} or None
+
+    def session_drop(self, digest: str) -> None:
+        """End a console session."""
+        self.redis.delete(f"gw:console:{digest}")
+
+    def flag(self, kind: str, number: str) -> tuple[str, int] | None:
+        """A number's mark (its value and seconds left, -1 for none), or None when unmarked."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(f"gw:{kind}:{number}")
+        pipe.ttl(f"gw:{kind}:{number}")
+        value, ttl = pipe.execute()
+        return None if value is None else (value.decode(), int(ttl))
 
     def record_action(self, fields: Mapping[str, str]) -> None:
         """Append an operator's action to its stream, trimmed by age like the audit stream."""

@@ -14,7 +14,7 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.models import (
-    ATTEMPT_RANK, FAILED_ATTEMPT, AttemptStatus, Channel, CodeOptions, Reason, Status, Verification,
+    ATTEMPT_RANK, FAILED_ATTEMPT, AttemptStatus, Channel, CodeOptions, Reason, Status, Verification, iso,
 )
 from gateway.schemas import StartRequest
 from gateway.services import Services
@@ -448,7 +448,7 @@ def on_reply(svc: Services, senders: list[str], number: str, code: str, message_
 
 def opt_out(svc: Services, number: str) -> None:
     """The number said STOP: no SMS to it (explicit SMS starts refused, chains skip SMS) until START."""
-    svc.store.set_flag("optout", number)
+    svc.store.set_flag("optout", number, why=f"replied STOP at {iso(time.time())}")
     log.info("sms opt-out of %s", phone.mask(number))
 
 

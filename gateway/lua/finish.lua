@@ -12,5 +12,5 @@ if expired then return reply(vf, 'ended', expired) end
 if only_if_due == '1' then return reply(vf, 'not_due', hget(vf, 'expires')) end
 if attempt ~= '0' and hget(vf, 'n') ~= attempt then return reply(vf, 'stale', '') end
 local record = finish(vf, stream, status, reason)
-if block_for then redis.call('SET', 'gw:block:' .. hget(vf, 'to'), '1', 'EX', block_for) end
+if block_for then redis.call('SET', 'gw:block:' .. hget(vf, 'to'), '0# pressed (fraud reported) on ' .. hget(vf, 'id'), 'EX', block_for) end
 return reply(vf, 'ended', record)

@@ -1,7 +1,6 @@
 """The developer phone page in a real headless Chromium, with the simulator mounted at /dev."""
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import pytest
@@ -9,21 +8,15 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from gateway import i18n
 from simulator import create_simulator, get_simulator
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from tests.stack import Stack, poll
 
 from .conftest import AUTH_TOKEN, MOBILE, OWNED, Receiver, ServerThread, make_config, twilio_client
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SMS_PATH = "/webhooks/twilio/sms/inbound"
 
 sync_api = pytest.importorskip("playwright.sync_api")
-# On a developer's machine without chromium the test is skipped; in CI (which installs it
-# through scripts/test.sh) a missing browser is a failure, not a silent skip.
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) and not os.environ.get("CI"), reason="needs Debian's chromium"
-)
+pytestmark = needs_chromium
 
 
 class DevStack:
