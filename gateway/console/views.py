@@ -169,10 +169,12 @@ def _user_page(user_id: str) -> dict[str, object]:
     found = svc.store.user_methods(methods.valid_user_id(user_id))
     records = audit.search(svc, audit.Filters(user_id=user_id, limit=RECENT)).records
     actions = operators.recent(svc, target=user_id)
-    if not (found.enrolled or records or actions):
+    if not (found.known or found.enrolled or records or actions):
         raise NotFound(f"The gateway knows nothing of user {user_id}.")
     numbers = list(dict.fromkeys(str(r["phone_number"]) for r in records))
-    return {"user_id": user_id, "app": bool(found.app_secret_encrypted), "tokens": found.tokens,
+    app = "active" if found.app_secret_encrypted else ("pending" if found.pending_secret_encrypted else "none")
+    return {"user_id": user_id, "app": app, "pending_until": found.pending_expires, "tokens": found.tokens,
+            "recovery_codes": found.recovery_codes,
             "records": records, "actions": actions, "numbers": numbers,
             "channels": [c.value for c in Channel], "signed_in": session.current()}
 

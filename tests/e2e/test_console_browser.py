@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
@@ -37,7 +38,9 @@ def made(stack: Stack) -> dict[str, Any]:
     stack.sim("PUT", f"handsets/{BEA}/behaviour",
               {"sms": "undelivered", "sms_error_code": 30003, "call": "answer", "keys": ["#"]})
     stack.sim("PUT", f"handsets/{CARL}/behaviour", {"call": "answer", "keys": ["0", "#"]})
-    assert stack.api("POST", "/v1/users/anna/totp").status_code == 201
+    secret = stack.api("POST", "/v1/users/anna/totp").json()["secret"]
+    r = stack.api("POST", "/v1/users/anna/totp/confirm", {"code": pyotp.TOTP(secret).now()})
+    assert r.status_code == 200, r.text
     anna = stack.start_verification(ANNA, channel="sms", user_id="anna")
     assert stack.check(anna["id"], stack.sms_code(ANNA))["status"] == "approved"
     bea = stack.start_verification(BEA, channel="sms", fallback=["call"], user_id="bea")
@@ -102,7 +105,7 @@ def test_find_a_user_and_reset_them(stack: Stack, made: dict[str, Any], page: An
     page.fill("#search", "anna")
     page.press("#search", "Enter")
     page.wait_for_selector("#user-id")
-    assert page.locator("#app-state").inner_text() == "enrolled"
+    assert page.locator("#app-state").inner_text() == "active"
     assert made["anna"] in page.locator("table.records").inner_text()
     page.click("#reset")
     page.wait_for_selector("#done")
