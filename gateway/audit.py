@@ -25,9 +25,9 @@ E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 ENDED = tuple(s.value for s in Status if s is not Status.PENDING)
 # Abuse refusals share the stream (docs/abuse.md): `status=refused` finds them.
 STATUSES = (*ENDED, "refused")
-FIELDS = (
-    "verification_id", "user_id", "first_name", "last_name", "email", "phone_number", "country",
-    "device_token", "mode", "channel", "channels", "result", "status", "reason", "client_ip",
+FIELDS = (  # abuse records (docs/abuse.md) fill event, action, breaker and operator
+    "event", "action", "breaker", "operator", "verification_id", "user_id", "first_name", "last_name", "email",
+    "phone_number", "country", "device_token", "mode", "channel", "channels", "result", "status", "reason", "client_ip",
     "server_name", "server_ip", "created_at", "ended_at", "attempts",
 )
 # OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these as a formula.
@@ -51,7 +51,7 @@ class Filters:
         """Whether a record passes the field filters (the time range is applied by the stream ids)."""
         if self.channel is not None and self.channel not in {
             a.get("channel") for a in record["attempts"]  # type: ignore[attr-defined]
-        }:
+        } | {record.get("channel")}:
             return False  # the channel filter finds verifications that used the channel at all
         return all(
             want is None or record.get(name) == want
@@ -248,7 +248,7 @@ def csv_lines(records: Iterator[dict[str, object]]) -> Iterator[str]:
     for record in records:
         row = {**record, "channels": " ".join(record["channels"]),  # type: ignore[arg-type]
                "attempts": _attempts_text(record["attempts"])}
-        yield line([row[name] for name in FIELDS])
+        yield line([row.get(name) for name in FIELDS])
 
 
 def jsonl_lines(records: Iterator[dict[str, object]]) -> Iterator[str]:

@@ -5,6 +5,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from gateway import abuse, breakers, phone
 from gateway.auth import Caller
 from gateway.models import iso
 from gateway.services import Services
@@ -60,36 +61,60 @@ class Mark:
 
 
 @dataclass(frozen=True)
+class Counter:
+    """One of the abuse limits' start counters of a number."""
+
+    name: str
+    count: int
+    limit: int
+    seconds_left: int
+
+    @property
+    def reached(self) -> bool:
+        """Whether it refuses starts now."""
+        return self.count >= self.limit
+
+
+@dataclass(frozen=True)
 class NumberState:
-    """What holds a number back: SMS opt-out, fraud block, the start rate limit."""
+    """What holds a number back: SMS opt-out, fraud block, start limits, pumping breakers."""
 
     number: str
     opted_out: Mark | None
     blocked: Mark | None
-    rate: Mark | None
-    starts_in_window: int
+    counters: list[Counter]
+    breakers: list[dict[str, object]]
+
+    @property
+    def limited(self) -> bool:
+        """Whether a start limit refuses starts to the number now."""
+        return any(c.reached for c in self.counters)
 
 
-def _mark(kind: str, found: tuple[str, int] | None, why: str | None = None) -> Mark | None:
+def _mark(kind: str, found: tuple[str, int] | None) -> Mark | None:
     if found is None:
         return None
     value, ttl = found
-    return Mark(kind, why or ("" if value == "1" else value), ttl if ttl >= 0 else None)
+    return Mark(kind, "" if value == "1" else value, ttl if ttl >= 0 else None)
 
 
 def number_state(svc: Services, number: str) -> NumberState:
-    """The marks on a number, with their reasons."""
-    s = svc.settings
-    rate = svc.store.flag("rate", number)
-    starts = int(rate[0]) if rate else 0
-    limited = rate if rate and starts >= s.rate_limit_per_number else None
-    return NumberState(
-        number,
-        _mark("optout", svc.store.flag("optout", number)),
-        _mark("block", svc.store.flag("block", number)),
-        _mark("rate", limited, f"{starts} starts within {s.rate_limit_window} s (limit {s.rate_limit_per_number})"),
-        starts,
-    )
+    """The marks, counters and breakers on a number, with their reasons."""
+    s, a = svc.settings, svc.settings.abuse
+    limits = {"number": ("all clients", a.per_number_any_client), "confirm": ("confirm calls", a.confirm_calls_per_hour),
+              "pair": ("one client", s.rate_limit_per_number)}
+    counters = []
+    for key, (count, ttl) in sorted(svc.store.limit_counters(number).items()):
+        kind = key.split(":")[2]
+        label, limit = limits[kind]
+        if kind == "pair":
+            label = f"client {key.split(':', 4)[4] or 'unknown'}"
+        counters.append(Counter(label, count, limit, ttl))
+    prefix, country = abuse.prefix_of(number), phone.parse(number, None).country
+    tripped = [breakers.to_json(b) for b in breakers.tripped(svc)
+               if (b.scope, b.id) in (("prefix", prefix), ("country", country))]
+    return NumberState(number, _mark("optout", svc.store.flag("optout", number)),
+                       _mark("block", svc.store.flag("block", number)), counters, tripped)
 
 
 def unblock(svc: Services, caller: Caller, number: str, via: str = "api") -> bool:
@@ -100,9 +125,17 @@ def unblock(svc: Services, caller: Caller, number: str, via: str = "api") -> boo
     return had is not None
 
 
-def clear_rate_limit(svc: Services, caller: Caller, number: str, via: str = "api") -> bool:
-    """Reset the number's start counter; whether there was one."""
-    had = svc.store.flag("rate", number)
-    svc.store.clear_flag("rate", number)
-    record(svc, caller, "clear_rate_limit", number, f"{had[0]} starts counted" if had else "nothing counted", via)
-    return had is not None
+def clear_rate_limit(svc: Services, caller: Caller, number: str, via: str = "api") -> int:
+    """Reset the number's start counters; how many there were."""
+    counters = svc.store.limit_counters(number)
+    cleared = svc.store.clear_keys(list(counters))
+    detail = ", ".join(f"{k.split(':')[2]} {c}" for k, (c, _) in sorted(counters.items())) or "nothing counted"
+    record(svc, caller, "clear_rate_limit", number, detail, via)
+    return cleared
+
+
+def reset_breaker(svc: Services, caller: Caller, scope: str, breaker_id: str, via: str = "api") -> bool:
+    """Close a pumping breaker (the abuse controls audit it too); whether it was tripped."""
+    was = breakers.reset(svc, scope, breaker_id, caller.key_id)
+    record(svc, caller, "reset_breaker", f"{scope}:{breaker_id}", "was tripped" if was else "was not tripped", via)
+    return was

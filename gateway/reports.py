@@ -162,10 +162,9 @@ def usage(svc: Services, q: Query) -> dict[str, object]:
     }
 
 
-def price_list(svc: Services) -> PriceList | None:
-    """The price file's prices, when the gateway has one (the abuse controls load it)."""
-    abuse = getattr(svc.settings, "abuse", None)
-    return getattr(abuse, "prices", None) or getattr(svc.settings, "prices", None)
+def price_list(svc: Services) -> PriceList:
+    """The price file's prices (PRICE_FILE, loaded with the abuse controls' settings)."""
+    return svc.settings.abuse.prices
 
 
 def spend(sends: Counter[tuple[str, str]], prices: PriceList | None) -> dict[str, object] | None:

@@ -388,6 +388,24 @@ class Store:
         value, ttl = pipe.execute()
         return None if value is None else (value.decode(), int(ttl))
 
+    def limit_counters(self, number: str) -> dict[str, tuple[int, int]]:
+        """The abuse limits' start counters of a number (key: (count, seconds left)): the
+        number's own, one per client (pair) and the confirm-call one."""
+        keys = [f"gw:lim:number:{number}", f"gw:lim:confirm:{number}"]
+        # Console-only: the pair keys of one number are found by a SCAN, never on a request path.
+        keys += [k.decode() for k in self.redis.scan_iter(match=f"gw:lim:pair:{number}:*", count=1000)]
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.ttl(key)
+        replies = pipe.execute()
+        return {key: (int(replies[2 * i]), int(replies[2 * i + 1]))
+                for i, key in enumerate(keys) if replies[2 * i] is not None}
+
+    def clear_keys(self, keys: list[str]) -> int:
+        """Delete keys; how many existed."""
+        return int(self.redis.delete(*keys)) if keys else 0
+
     def record_action(self, fields: Mapping[str, str]) -> None:
         """Append an operator's action to its stream, trimmed by age like the audit stream."""
         self._run("record_action", [ACTIONS_STREAM], *(item for kv in fields.items() for item in kv))

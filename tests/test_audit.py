@@ -166,3 +166,14 @@ def test_export_cli_writes_csv_and_json_lines(three) -> None:
     assert dict(zip(rows[0], rows[1]))["reason"] == "max_attempts"
     bad = _cli("--since", "last week", "--until", "2999-01-01T00:00:00Z")
     assert bad.returncode == 2 and "'since'" in bad.stderr and bad.stdout == ""
+
+
+def test_refusals_of_the_abuse_limits_are_records_too(admin, client) -> None:
+    for _ in range(6):
+        r = client.post("/v1/verifications", json={"to": ANNA, "channel": "sms", "user_id": "dan"})
+    assert r.status_code == 429
+    body = admin.get("/v1/audit?status=refused&user_id=dan").get_json()
+    [record] = body["records"]
+    assert (record["event"], record["result"], record["phone_number"]) == ("refused", "denied", ANNA)
+    assert record["reason"] and record["attempts"] == [] and record["action"] == "start"
+    assert admin.get("/v1/audit?status=refused&channel=sms").get_json()["records"] == [record]

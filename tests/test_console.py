@@ -140,13 +140,13 @@ def test_number_page_unblock_and_clear_with_reasons(app, client, console, redis_
         client.post("/v1/verifications", json={"to": ANNA, "channel": "sms"})
     redis_db.set(f"gw:block:{ANNA}", "0# pressed (fraud reported) on vf_x at 2026-12-02T10:00:00Z", ex=600)
     page = console.get(f"/console/numbers/{ANNA}").get_data(as_text=True)
-    assert "0# pressed (fraud reported) on vf_x" in page and "5 starts within 600 s (limit 5)" in page
+    assert "0# pressed (fraud reported) on vf_x" in page and "5 of 5 — <strong>limited</strong>" in page
     token = form_token(page)
     assert console.post(f"/console/numbers/{ANNA}/unblock", data={}).status_code == 403
     assert redis_db.exists(f"gw:block:{ANNA}")
     assert console.post(f"/console/numbers/{ANNA}/unblock", data={"csrf_token": token}).status_code == 302
     assert console.post(f"/console/numbers/{ANNA}/clear-rate-limit", data={"csrf_token": token}).status_code == 302
-    assert not redis_db.exists(f"gw:block:{ANNA}") and not redis_db.exists(f"gw:rate:{ANNA}")
+    assert not redis_db.exists(f"gw:block:{ANNA}") and not redis_db.keys(f"gw:lim:*{ANNA}*")
     assert client.post("/v1/verifications", json={"to": ANNA, "channel": "sms"}).status_code == 201
     page = console.get(f"/console/numbers/{ANNA}").get_data(as_text=True)
     assert "unblock_number" in page and "clear_rate_limit" in page

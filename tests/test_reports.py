@@ -46,6 +46,10 @@ def test_rows_by_day_carry_every_field_and_the_totals(admin, usage) -> None:
     assert 0 < row["median_seconds_to_approve"] <= 1
     assert body["totals"] == {k: v for k, v in row.items() if k != "key"}
     assert body["carrier_errors"] == [{"code": 30003, "count": 1}]
+    # only the rescued verification's SMS reached the carrier (undelivered: still charged)
+    spend = body["estimated_spend"]
+    assert (spend["sms_sent"], spend["calls_answered"], spend["currency"]) == (1, 0, "USD")
+    assert spend["by_country"] == {"PL": 0.04} and spend["amount"] == 0.04
 
 
 def test_rows_by_channel_and_country(admin, usage) -> None:

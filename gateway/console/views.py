@@ -233,10 +233,10 @@ def _number_page(number: str) -> dict[str, object]:
     state = operators.number_state(svc, number)
     records = audit.search(svc, audit.Filters(to=number, limit=RECENT)).records
     actions = operators.recent(svc, target=number)
-    if not (state.opted_out or state.blocked or state.starts_in_window or records or actions):
+    if not (state.opted_out or state.blocked or state.counters or state.breakers or records or actions):
         raise NotFound(f"The gateway knows nothing of {number}.")
     return {"number": number, "state": state, "records": records, "actions": actions,
-            "window": svc.settings.rate_limit_window, "signed_in": session.current()}
+            "signed_in": session.current()}
 
 
 @bp.get("/numbers/<number>")
@@ -262,3 +262,14 @@ def number_clear_rate(number: str) -> Response:
     _number_page(number)
     operators.clear_rate_limit(services(), _caller(), number, via="console")
     return redirect(url_for("console.number", number=number, done="cleared"))
+
+
+@bp.post("/numbers/<number>/breakers/<scope>/<breaker_id>/reset")
+@session.signed_in
+def number_reset_breaker(number: str, scope: str, breaker_id: str) -> Response:
+    """Close the pumping breaker of the number's range or country."""
+    state = _number_page(number)["state"]
+    if not any((b["scope"], b["id"]) == (scope, breaker_id) for b in state.breakers):  # type: ignore[attr-defined]
+        raise NotFound(f"No tripped {scope} breaker {breaker_id} covers {number}.")
+    operators.reset_breaker(services(), _caller(), scope, breaker_id, via="console")
+    return redirect(url_for("console.number", number=number, done="breaker reset"))
