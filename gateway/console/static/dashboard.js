@@ -9,7 +9,9 @@
   const layout = (extra) => Object.assign({margin: {t: 10, r: 10, b: 40, l: 50}, barmode: "stack",
                                            legend: {orientation: "h"}, font: {size: 12}}, extra || {});
   const config = {displaylogo: false, responsive: true};
-  const counts = {yaxis: {tickformat: ",d", rangemode: "tozero"}};
+  // A count axis: whole numbers only (one tick per unit while the counts are small).
+  const counts = (values) => ({yaxis: {tickformat: ",d", rangemode: "tozero",
+                                       dtick: Math.max(...values, 0) <= 10 ? 1 : undefined}});
 
   function report(groupBy) {
     const params = new URLSearchParams({since: root.dataset.since, until: root.dataset.until, group_by: groupBy});
@@ -45,14 +47,15 @@
     const days = byDay.rows.map((r) => r.key);
     return Promise.all([
       Plotly.newPlot("chart-days", OUTCOMES.map(([name, color]) => ({type: "bar", name: name, x: days,
-        y: byDay.rows.map((r) => r[name]), marker: {color: color}})), layout(counts), config),
+        y: byDay.rows.map((r) => r[name]), marker: {color: color}})), layout(counts(byDay.rows.map((r) => r.started))), config),
       conversion("chart-channels", byChannel.rows),
       conversion("chart-countries", byCountry.rows),
       Plotly.newPlot("chart-rescues", [{type: "bar", x: days, y: byDay.rows.map((r) => r.rescued_by_fallback),
-        marker: {color: "#16a085"}}], layout(counts), config),
+        marker: {color: "#16a085"}}], layout(counts(byDay.rows.map((r) => r.rescued_by_fallback))), config),
       Plotly.newPlot("chart-errors", [{type: "bar", x: byDay.carrier_errors.map((e) => String(e.code)),
         y: byDay.carrier_errors.map((e) => e.count), marker: {color: "#c0392b"}}],
-        layout(Object.assign({xaxis: {type: "category", title: {text: "carrier error code"}}}, counts)), config),
+        layout(Object.assign({xaxis: {type: "category", title: {text: "carrier error code"}}},
+                             counts(byDay.carrier_errors.map((e) => e.count)))), config),
     ]);
   }).then(() => {
     status.textContent = "";
