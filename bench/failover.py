@@ -1,0 +1,223 @@
+"""Failover drill on loopback: a Redis primary, a replica and 3 Sentinels under the Procfile's
+processes (2 web, 2 workers) and the carrier simulator; steady load with Idempotency-Key retries;
+the replica stopped under write load, then the primary killed (kill -9) while it lags.
+
+Run: `python -m bench.failover [--seconds 30] [--wait-replicas 0 1]`. Prints one JSON report per
+setting and writes bench/results/failover.json. Every process it starts is stopped by PID.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from bench.procs import OUT, answers
+from tests.sentinels import SentinelGroup
+from tests.stack import Stack, free_port, poll, procfile
+
+REPLY_TIMEOUT = 10  # seconds: sms_reply probes end by the rq timer only (nobody replies)
+PROBE_EVERY = 10  # one start in ten is a timer probe
+CLIENTS = 4
+LAG = 1.5  # seconds the replica is stopped before the primary is killed
+PACE = 0.25  # seconds between one client's starts: steady load, not saturation
+# The drill never checks codes, which the abuse guards would read as SMS pumping; 0 = off.
+NO_ABUSE_LIMITS = {name: "0" for name in (
+    "RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_COUNTRY", "GLOBAL_SENDS_PER_MINUTE", "PUMPING_MIN_SENDS",
+    "PUMPING_COUNTRY_MIN_SENDS", "DAILY_BUDGET", "DAILY_BUDGET_PER_COUNTRY")}
+
+
+@dataclass
+class Ack:
+    """A start acknowledged (201) to a client."""
+
+    id: str
+    to: str
+    channel: str
+    at: float
+
+
+@dataclass
+class Load:
+    """What the clients saw."""
+
+    acks: list[Ack] = field(default_factory=list)
+    ok_times: list[float] = field(default_factory=list)
+    refused: int = 0  # 503 answers
+    errors: dict[str, int] = field(default_factory=dict)  # other answers or connection errors
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _client(urls: list[str], api_key: str, load: Load, stop: threading.Event, seed: int) -> None:
+    """Start verifications one after another; retry each with its Idempotency-Key until acknowledged."""
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {api_key}"
+    n = 0
+    while not stop.is_set():
+        n += 1
+        to = f"+4860{seed}{n:06d}"
+        channel = "sms_reply" if n % PROBE_EVERY == 0 else "sms"
+        key = uuid.uuid4().hex
+        give_up = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < give_up:
+            url = urls[(n + seed) % len(urls)]
+            try:
+                r = http.post(f"{url}/v1/verifications", json={"to": to, "channel": channel},
+                              headers={"Idempotency-Key": key}, timeout=15)
+                status = r.status_code
+            except requests.RequestException as exc:
+                status, r = type(exc).__name__, None  # type: ignore[assignment]
+            now = time.time()
+            with load.lock:
+                if status == 201 and r is not None:
+                    load.acks.append(Ack(r.json()["id"], to, channel, now))
+                    load.ok_times.append(now)
+                elif status == 503:
+                    load.refused += 1
+                else:
+                    load.errors[str(status)] = load.errors.get(str(status), 0) + 1
+            if status == 201:
+                break
+            time.sleep(0.2)
+        stop.wait(PACE)
+
+
+def _writer(group: SentinelGroup, stop: threading.Event) -> None:
+    """Extra write load (100 KB values in db 1) so that a stopped replica falls well behind."""
+    blob = os.urandom(100_000)
+    client = None
+    while not stop.is_set():
+        try:
+            client = client or group.client(group.primary_port() or 0, db=1)
+            client.set(f"blob:{time.monotonic_ns() % 200}", blob)
+        except Exception:  # noqa: BLE001 - the primary is gone mid-drill; find the new one
+            client = None
+            time.sleep(0.1)
+
+
+def drill(wait_replicas: int, seconds: float) -> dict[str, Any]:
+    """One run; the report of what clients saw and what Redis and the handsets hold afterwards."""
+    group = SentinelGroup(down_after_ms=1000, failover_timeout_ms=5000)
+    stack: Stack | None = None
+    stop = threading.Event()
+    load = Load()
+    threads: list[threading.Thread] = []
+    try:
+        group.start()
+        stack = Stack(0, REDIS_URL=group.url(0), SMS_REPLY_TIMEOUT=str(REPLY_TIMEOUT), FALLBACK_CHANNELS="",
+                      REDIS_WAIT_REPLICAS=str(wait_replicas), REDIS_WAIT_MS="100", **NO_ABUSE_LIMITS)
+        stack.start()
+        web2 = free_port()
+        stack.spawn("web2", procfile()["web"].strip().replace("$PORT", str(web2)))
+        stack.spawn_worker("worker2")
+        urls = [stack.url, f"http://127.0.0.1:{web2}"]
+        poll(lambda: answers(urls[1] + "/readyz"), 40, 0.2, what="web2")
+        pids = {name: proc.pid for name, proc in stack.procs.items()}
+        threads = [threading.Thread(target=_client, args=(urls, "test-api-key-0123456789", load, stop, i))
+                   for i in range(1, CLIENTS + 1)]
+        threads.append(threading.Thread(target=_writer, args=(group, stop)))
+        for t in threads:
+            t.start()
+        began = time.time()
+        time.sleep(seconds / 3)  # steady load on the healthy pair
+        old = group.primary_port() or 0
+        replica = next(p for p in group.data_ports if p != old)
+        group.signal(replica, signal.SIGSTOP)  # the replica falls behind under write load...
+        time.sleep(LAG)
+        killed_at = time.time()
+        group.signal(old, signal.SIGKILL)  # ...and the primary dies while it lags
+        group.signal(replica, signal.SIGCONT)
+        poll(lambda: group.primary_port() not in (None, old), 60, 0.1, what="promotion")
+        promoted_at = time.time()
+        time.sleep(max(seconds - (promoted_at - began), REPLY_TIMEOUT + 2))  # load on the new primary
+        stop.set()
+        for t in threads:
+            t.join(70)
+        ended_at = time.time()
+        # Let deliveries and timers finish, then look.
+        poll(lambda: _pending_probes(stack, load.acks) == 0, REPLY_TIMEOUT + 30, 0.5, what="probes ended")
+        time.sleep(3)  # late deliveries still in flight
+        return _report(stack, load, wait_replicas, began, killed_at, promoted_at, ended_at, load.acks, pids)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        if stack:
+            stack.stop()
+        group.stop()
+
+
+def _pending_probes(stack: Stack, acks: list[Ack]) -> int:
+    pipe = stack.redis.pipeline(transaction=False)
+    probes = [a for a in acks if a.channel == "sms_reply"]
+    for a in probes:
+        pipe.hget(f"gw:vf:{a.id}", "status")
+    return sum(1 for s in pipe.execute() if s == b"pending")
+
+
+def _report(stack: Stack, load: Load, wait_replicas: int, began: float, killed_at: float, promoted_at: float,
+            ended_at: float, acks: list[Ack], pids: dict[str, int]) -> dict[str, Any]:
+    ok = sorted(load.ok_times)
+    gaps = [b - a for a, b in zip([began, *ok], [*ok, ended_at])]
+    pipe = stack.redis.pipeline(transaction=False)
+    for a in acks:
+        pipe.hmget(f"gw:vf:{a.id}", "status", "reason", "expires", "ended", "a1:st")
+    records = pipe.execute()
+    handsets = {h["number"]: h for h in stack.sim("GET", "handsets")["handsets"]}
+    missing = [a for a, r in zip(acks, records) if r[0] is None]
+    present = [(a, r) for a, r in zip(acks, records) if r[0] is not None]
+    sms_count = {n: len(stack.inbox(n)) for n in {a.to for a, _ in present} if n in handsets}
+    never = [a.id for a, _ in present if sms_count.get(a.to, 0) == 0]
+    duplicates = {a.to: sms_count[a.to] for a, _ in present if sms_count.get(a.to, 0) > 1}
+    lateness, before = [], []
+    for a, r in present:
+        if a.channel == "sms_reply" and r[1] == b"reply_timeout" and r[3]:
+            expires, ended = float(r[2]), float(r[3])
+            if expires > killed_at - 1:  # probes whose timer fell due around or after the failover
+                lateness.append(ended - max(expires, promoted_at))
+            else:
+                before.append(ended - expires)
+    return {
+        "wait_replicas": wait_replicas,
+        "acknowledged_starts": len(acks),
+        "answers_503": load.refused,
+        "other_errors": load.errors,
+        "longest_gap_s": round(max(gaps), 2),
+        "failover_s": round(promoted_at - killed_at, 2),
+        "acknowledged_missing": len(missing),
+        "never_delivered": len(never),
+        "duplicate_sms": len(duplicates),
+        "timer_probes_after_failover": len(lateness),
+        "timer_late_max_s": round(max(lateness), 2) if lateness else None,
+        "timer_late_median_s": round(sorted(lateness)[len(lateness) // 2], 2) if lateness else None,
+        "timer_late_max_before_failover_s": round(max(before), 2) if before else None,
+        "processes_restarted": [n for n, pid in pids.items() if stack.procs[n].pid != pid or stack.procs[n].poll() is not None],
+    }
+
+
+def main() -> None:
+    """Run the drill once per REDIS_WAIT_REPLICAS setting."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--wait-replicas", type=int, nargs="+", default=[0, 1])
+    args = parser.parse_args()
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379")
+    reports = []
+    for n in args.wait_replicas:
+        report = drill(n, args.seconds)
+        print(json.dumps(report), flush=True)
+        reports.append(report)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "failover.json").write_text(json.dumps(reports, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
