@@ -27,14 +27,16 @@ def _pings(port: int) -> bool:
 
 
 class SentinelGroup:
-    """A primary, one replica and three Sentinels watching them under the name `gw`."""
+    """A primary, its replicas (one by default) and three Sentinels watching them under the name `gw`."""
 
-    def __init__(self, down_after_ms: int = 1000, failover_timeout_ms: int = 5000, master: str = MASTER) -> None:
+    def __init__(
+        self, down_after_ms: int = 1000, failover_timeout_ms: int = 5000, master: str = MASTER, replicas: int = 1
+    ) -> None:
         self.master = master
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.dir = Path(tempfile.mkdtemp(prefix="gw-sentinels-"))
-        self.data_ports = [free_port(), free_port()]
+        self.data_ports = [free_port() for _ in range(1 + replicas)]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -57,11 +59,12 @@ class SentinelGroup:
 
     def start(self) -> "SentinelGroup":
         """Start every process and wait until the Sentinels agree on the primary and see the replica."""
-        primary, replica = self.data_ports
+        primary, *replicas = self.data_ports
         self.start_node(primary)
-        self.start_node(replica, "--replicaof", "127.0.0.1", str(primary))
-        poll(lambda: redis.Redis(port=replica).info("replication").get("master_link_status") == "up", 15,
-             what="replica in sync")
+        for replica in replicas:
+            self.start_node(replica, "--replicaof", "127.0.0.1", str(primary))
+        poll(lambda: all(redis.Redis(port=r).info("replication").get("master_link_status") == "up" for r in replicas),
+             15, what="replicas in sync")
         for port in self.sentinel_ports:
             conf = self.dir / f"sentinel-{port}.conf"
             conf.write_text(
@@ -81,7 +84,7 @@ class SentinelGroup:
                 state = redis.Redis(port=port, socket_timeout=0.5).sentinel_master(self.master)
             except redis.exceptions.RedisError:
                 return False
-            if int(state.get("num-slaves", 0)) < 1 or int(state.get("num-other-sentinels", 0)) < 2:
+            if int(state.get("num-slaves", 0)) < len(self.data_ports) - 1 or int(state.get("num-other-sentinels", 0)) < 2:
                 return False
         return True
 
