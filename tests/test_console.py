@@ -36,7 +36,8 @@ def test_pages_need_a_session(app) -> None:
     c = app.test_client()
     r = c.get("/console/users/anna")
     assert r.status_code == 302 and r.headers["Location"].startswith("/console/login?next=/console/users/anna")
-    assert c.get("/console/data/usage").status_code == 302
+    r = c.get("/console/data/usage")  # data, not a page: the JSON error shape, no redirect
+    assert r.status_code == 401 and r.get_json()["error"]["code"] == "unauthorized"
     r = c.post("/console/users/anna/reset", data={"csrf_token": "x"})
     assert r.status_code == 401 and "Sign in" in r.get_data(as_text=True)
 

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, make_response, redirect, render_
 from gateway import audit, methods, operators, phone, reports, verifications
 from gateway.auth import Caller, Scope, identify
 from gateway.console import session
-from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.errors import GatewayError, InvalidRequest, NotFound, error_response
 from gateway.models import Channel, iso
 from gateway.schemas import USER_ID, parse_start
 from gateway.services import services
@@ -115,10 +115,16 @@ def dashboard() -> str:
 
 
 @bp.get("/data/usage")
-@session.signed_in
 def usage() -> Response:
     """The usage report (same parameters and answer as GET /v1/reports/usage), for the charts."""
-    return jsonify(reports.usage(services(), reports.parse_query(request.args)))
+    # A data request, not a page: errors in the API's JSON shape, and no redirect to sign-in.
+    if session.current() is None:
+        return error_response("unauthorized", "Sign in to the console first.", 401)
+    try:
+        query = reports.parse_query(request.args)
+    except GatewayError as exc:
+        return error_response(exc.code, exc.message, exc.http_status)
+    return jsonify(reports.usage(services(), query))
 
 
 @bp.get("/vendor/plotly.min.js")
