@@ -12,9 +12,10 @@ from flask import Response, g, jsonify, request
 
 from gateway.models import Verification
 from gateway.services import services
+from gateway.v2_store import V2Store
 from gateway.verify_v2 import forms, render
 from gateway.verify_v2.errors import invalid, not_found
-from gateway.verify_v2.service import ATTEMPTS_DAYS, ServiceStore
+from gateway.verify_v2.service import ATTEMPTS_DAYS
 from gateway.verify_v2.views import bp
 
 # An attempt starts after its verification, and no verification lives longer than a day
@@ -41,7 +42,7 @@ def _attempts(args: Mapping[str, str]) -> list[dict[str, Any]]:
     after = _date(args, "DateCreatedAfter") or now - ATTEMPTS_DAYS * 86400
     before = _date(args, "DateCreatedBefore") or now
     svc = services()
-    ids = ServiceStore(svc.redis).verification_ids(g.account_sid, after - LONGEST_LIFE, before)
+    ids = V2Store(svc.redis).verification_ids(g.account_sid, after - LONGEST_LIFE, before)
     wanted = {
         "to": args.get("ChannelData.To"), "country": args.get("Country"), "channel": args.get("Channel"),
         "service_sid": args.get("VerifyServiceSid"), "verification_sid": args.get("VerificationSid"),

@@ -1,4 +1,4 @@
-"""Verify Services: settings an account keeps for its verifications, stored in Redis."""
+"""Verify Services: settings an account keeps for its verifications (stored by gateway/v2_store.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import redis
-
+from gateway.v2_store import V2Store
 from gateway.verify_v2 import forms
 from gateway.verify_v2.errors import invalid, not_found
 
@@ -17,21 +16,6 @@ CHAINABLE = ("sms", "call")
 IVR_MODES = ("code", "confirm")
 # Twilio's Attempts API covers the last 30 days.
 ATTEMPTS_DAYS = 30
-
-
-def service_key(sid: str) -> str:
-    """The hash of one Service."""
-    return f"gw:v2:svc:{sid}"
-
-
-def account_key(account_sid: str) -> str:
-    """The sorted set of an account's Services, by creation time."""
-    return f"gw:v2:svcs:{account_sid}"
-
-
-def attempts_key(account_sid: str) -> str:
-    """The sorted set of an account's /v2 verifications, by start time (Attempts API)."""
-    return f"gw:v2:vfs:{account_sid}"
 
 
 @dataclass(frozen=True)
@@ -106,10 +90,10 @@ def changes(form: Mapping[str, str]) -> dict[str, object]:
 
 
 class ServiceStore:
-    """Services in Redis: one JSON value per Service, and a sorted set per account for listing."""
+    """Services as an account sees them: validated, its own only; v2_store keeps them in Redis."""
 
-    def __init__(self, connection: redis.Redis) -> None:
-        self.redis = connection
+    def __init__(self, db: V2Store) -> None:
+        self.db = db
 
     def create(self, account_sid: str, form: Mapping[str, str]) -> Service:
         """Validate everything first, then write the Service and its index in one transaction."""
@@ -119,58 +103,39 @@ class ServiceStore:
         now = float(int(time.time()))
         service = Service(sid="VA" + secrets.token_hex(16), account_sid=account_sid, date_created=now,
                           date_updated=now, **settings)  # type: ignore[arg-type]
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(service_key(service.sid), service.to_record())
-            pipe.zadd(account_key(account_sid), {service.sid: now})
-            pipe.execute()
+        self.db.add_service(account_sid, service.sid, service.to_record(), now)
         return service
 
     def get(self, account_sid: str, sid: str) -> Service:
         """The account's Service, else 404/20404 (another account's Service is not there for it)."""
-        raw = self.redis.get(service_key(sid)) if forms.sid(sid, "VA") else None
+        raw = self.db.service(sid) if forms.sid(sid, "VA") else None
         service = Service.from_record(raw) if raw else None
         if service is None or service.account_sid != account_sid:
             raise not_found(f"/Services/{sid}")
         return service
 
     def update(self, account_sid: str, sid: str, form: Mapping[str, str]) -> Service:
-        """Change the given settings atomically (WATCH), leaving the others as they are."""
+        """Change the given settings atomically, leaving the others as they are."""
         settings = changes(form)
 
-        def apply(pipe: redis.client.Pipeline) -> Service:
-            raw = pipe.get(service_key(sid))
+        def change(raw: bytes | None) -> str:
             current = Service.from_record(raw) if raw else None
             if current is None or current.account_sid != account_sid:
                 raise not_found(f"/Services/{sid}")
-            updated = dataclasses.replace(current, date_updated=float(int(time.time())), **settings)  # type: ignore[arg-type]
-            pipe.multi()
-            pipe.set(service_key(sid), updated.to_record())
-            return updated
+            return dataclasses.replace(current, date_updated=float(int(time.time())), **settings).to_record()  # type: ignore[arg-type]
 
-        return self.redis.transaction(apply, service_key(sid), value_from_callable=True)  # type: ignore[no-any-return]
+        return Service.from_record(self.db.change_service(sid, change))
 
     def delete(self, account_sid: str, sid: str) -> None:
         """Remove the Service; its pending verifications can no longer be read or checked through /v2."""
         self.get(account_sid, sid)
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(service_key(sid))
-            pipe.zrem(account_key(account_sid), sid)
-            pipe.execute()
+        self.db.remove_service(account_sid, sid)
 
     def remember(self, account_sid: str, verification_id: str, created_at: float) -> None:
         """Index a verification started through /v2 under its account (the Attempts API reads it)."""
-        key = attempts_key(account_sid)
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {verification_id: created_at})
-            pipe.zremrangebyscore(key, "-inf", created_at - ATTEMPTS_DAYS * 86400)
-            pipe.execute()
-
-    def verification_ids(self, account_sid: str, since: float, until: float) -> list[str]:
-        """The account's /v2 verifications started in [since, until], newest first."""
-        return [m.decode() for m in self.redis.zrevrangebyscore(attempts_key(account_sid), until, since)]
+        self.db.remember(account_sid, verification_id, created_at, ATTEMPTS_DAYS * 86400)
 
     def page(self, account_sid: str, number: int, size: int) -> tuple[list[Service], bool]:
         """One page of the account's Services, oldest first; and whether another page follows."""
-        sids = [s.decode() for s in self.redis.zrange(account_key(account_sid), number * size, (number + 1) * size)]
-        raws = self.redis.mget([service_key(s) for s in sids[:size]]) if sids else []
-        return [Service.from_record(r) for r in raws if r], len(sids) > size
+        raws, more = self.db.service_page(account_sid, number * size, size)
+        return [Service.from_record(r) for r in raws], more

@@ -6,6 +6,7 @@ import hmac
 from flask import Blueprint, Response, g, jsonify, request
 
 from gateway.services import services
+from gateway.v2_store import V2Store
 from gateway.verify_v2 import errors, flows, forms, render
 from gateway.verify_v2.errors import AUTHENTICATE, TwilioError
 from gateway.verify_v2.service import Service, ServiceStore
@@ -15,7 +16,7 @@ errors.register(bp)
 
 
 def _store() -> ServiceStore:
-    return ServiceStore(services().redis)
+    return ServiceStore(V2Store(services().redis))
 
 
 @bp.before_request
