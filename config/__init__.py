@@ -18,13 +18,14 @@ from config.prices import PriceList, load_prices
 from config.redis_urls import SentinelTarget, UrlProblem, parse_redis_url
 
 CHANNELS = ("sms", "sms_reply", "call", "totp", "recovery_code")
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# \A…\Z and ASCII digits: $ also matches before a final newline, \d also matches other scripts' digits.
+E164 = re.compile(r"\A\+[1-9][0-9]{6,14}\Z")
 MIN_ADMIN_KEY = 16
-SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
+SERVICE_SID = re.compile(r"\AMG[0-9a-fA-F]{32}\Z")
 
 
-ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}$")
-KEY_SID = re.compile(r"^SK[0-9a-f]{32}$")
+ACCOUNT_SID = re.compile(r"\AAC[0-9a-f]{32}\Z")
+KEY_SID = re.compile(r"\ASK[0-9a-f]{32}\Z")
 
 
 @dataclass(frozen=True)
@@ -330,7 +331,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if bool(sid) != bool(token):
         missing = "TWILIO_AUTH_TOKEN" if sid else "TWILIO_ACCOUNT_SID"
         raise ConfigError(missing, "set both TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or neither")
-    if sid and not re.match(r"^AC[0-9a-fA-F]{32}$", sid):
+    if sid and not re.fullmatch(r"AC[0-9a-fA-F]{32}", sid):
         raise ConfigError("TWILIO_ACCOUNT_SID", "must be AC followed by 32 hex digits")
     auto = env.get("AUTO_FIXED_LINE_OR_MOBILE", "sms")
     if auto not in ("sms", "call"):

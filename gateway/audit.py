@@ -20,8 +20,9 @@ BATCH = 500
 # Entries one request may examine before it answers with what it found and a cursor to go
 # on from: a filter that matches nothing in a month of records still answers promptly.
 SCAN_BUDGET = 20_000
-CURSOR = re.compile(r"^\d{1,15}-\d{1,10}$")
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# \A…\Z and ASCII digits: $ also matches before a final newline, \d also matches other scripts' digits.
+CURSOR = re.compile(r"\A[0-9]{1,15}-[0-9]{1,10}\Z")
+E164 = re.compile(r"\A\+[1-9][0-9]{6,14}\Z")
 ENDED = tuple(s.value for s in Status if s is not Status.PENDING)
 # Abuse refusals share the stream (docs/abuse.md): `status=refused` finds them.
 STATUSES = (*ENDED, "refused")

@@ -16,7 +16,8 @@ DIGITS = (6, 7, 8)
 MAX_PERIOD = 3600
 WINDOW = 1  # steps either side of now: covers a code typed at a step boundary and mild clock skew
 APP_DIGITS, APP_PERIOD = 6, 30
-SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
+# \A…\Z: $ would also match before a final newline.
+SERIAL = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}\Z")
 
 
 class Algorithm(str, Enum):

@@ -24,7 +24,7 @@ COLUMNS = {
     "algorithm": {"algorithm", "hash", "digest"},
 }
 POSITIONAL = ("serial", "secret", "step", "digits", "user")
-TOTP_ALGORITHM = re.compile(r"[:#]totp$", re.IGNORECASE)
+TOTP_ALGORITHM = re.compile(r"[:#]totp\Z", re.IGNORECASE)  # \Z: $ also matches before a final newline
 MAX_DRIFT = 1000
 
 

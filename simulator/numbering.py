@@ -13,7 +13,7 @@ _TYPE_NAMES = {
     if not name.startswith("_") and isinstance(value, int)
 }
 
-E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
+E164_RE = re.compile(r"\A\+[1-9][0-9]{1,14}\Z")  # \Z: $ also matches before a final newline
 
 # GSM 03.38 basic set and extension table (extension chars cost two septets).
 _GSM_BASIC = set(

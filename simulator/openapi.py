@@ -47,7 +47,7 @@ class _Spec:
             pattern = re.escape(template)
             for name in names:
                 pattern = pattern.replace(re.escape("{" + name + "}"), "([^/]+)")
-            self.templates.append(_Template(template, re.compile("^" + pattern + "$"), names, item))
+            self.templates.append(_Template(template, re.compile(r"\A" + pattern + r"\Z"), names, item))
         self.templates.sort(key=lambda t: len(t.names))
 
     def resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +67,12 @@ class _Spec:
             if found:
                 return template, dict(zip(template.names, found.groups()))
         return None
+
+
+def _ecma(pattern: str) -> str:
+    """A JSON Schema (ECMA-262) pattern for Python's re: there a final $ ends the text, while
+    Python's $ also matches before a final newline (every pattern in Twilio's file ends in $)."""
+    return pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
 
 
 def load_spec(path: Path | None = None) -> _Spec:
@@ -106,7 +112,7 @@ def _check_value(spec: _Spec, name: str, value: str, schema: dict[str, Any]) -> 
             datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             problems.append(f"{name}: {value!r} is not an ISO 8601 date-time")
-    if "pattern" in schema and not re.search(schema["pattern"], value):
+    if "pattern" in schema and not re.search(_ecma(schema["pattern"]), value):
         problems.append(f"{name}: {value!r} does not match {schema['pattern']}")
     if "minLength" in schema and len(value) < schema["minLength"]:
         problems.append(f"{name}: shorter than {schema['minLength']}")

@@ -112,6 +112,9 @@ def test_pages_follow_the_cursor_and_the_time_range_is_inclusive(admin, redis_db
     ("limit=0", "limit"), ("limit=501", "limit"), ("limit=ten", "limit"), ("cursor=abc", "cursor"),
     ("to=600100200", "to"), ("user_id=a%20b", "user_id"),
     ("since=2026-11-26T00:00:00Z&until=2026-11-25T00:00:00Z", "since"),
+    # $ matches before a final newline; \d matches other scripts' digits (here Arabic-Indic)
+    ("cursor=1790000000000-0%0A", "cursor"), ("to=%2B48600100200%0A", "to"),
+    ("to=%2B48%D9%A6%D9%A0%D9%A0100200", "to"),
 ])
 def test_bad_filters_are_refused_naming_the_field(admin, query, field) -> None:
     for path in ("/v1/audit", "/v1/audit.csv"):

@@ -50,6 +50,13 @@ def test_values_are_parsed() -> None:
         ({"VERIFY_ACCOUNTS": "AC123:token"}, "VERIFY_ACCOUNTS"),
         ({"VERIFY_ACCOUNTS": "SK" + "2" * 32 + ":secret"}, "VERIFY_ACCOUNTS"),
         ({"VERIFY_ACCOUNTS": "SK" + "2" * 32 + ":secret@AC1"}, "VERIFY_ACCOUNTS"),
+        # a final newline (as a secrets file often ends) is refused, not taken as part of a SID
+        ({"SMS_FROM": "+48221234567\n"}, "SMS_FROM"),
+        ({"SMS_FROM": "MG" + "0" * 32 + "\n"}, "SMS_FROM"),
+        ({"VOICE_CALLER_ID": "+48221234567\n"}, "VOICE_CALLER_ID"),
+        ({"TWILIO_ACCOUNT_SID": "AC" + "0" * 32 + "\n", "TWILIO_AUTH_TOKEN": "t"}, "TWILIO_ACCOUNT_SID"),
+        ({"VERIFY_ACCOUNTS": "AC" + "1" * 32 + "\n:token"}, "VERIFY_ACCOUNTS"),
+        ({"VERIFY_ACCOUNTS": "SK" + "2" * 32 + "\n:secret@AC" + "1" * 32}, "VERIFY_ACCOUNTS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

@@ -167,3 +167,10 @@ def test_search_and_unknown_things(app, client, console) -> None:
     assert console.post("/console/users/nobody/reset", data={"csrf_token": token}).status_code == 404
     assert console.post("/console/numbers/+48600999999/unblock", data={"csrf_token": token}).status_code == 404
     assert console.get("/console/numbers/12345").status_code == 400
+
+
+def test_a_number_with_a_final_newline_is_refused_not_looked_up(client, console) -> None:
+    assert client.post("/v1/verifications", json={"to": ANNA, "channel": "sms"}).status_code == 201
+    assert console.get(f"/console/numbers/{ANNA}").status_code == 200
+    r = console.get("/console/numbers/%2B48600100200%0A")  # $ matched before the newline: a 404 for "another" number
+    assert r.status_code == 400 and "E.164" in r.get_data(as_text=True)

@@ -13,6 +13,7 @@ import pyotp
 import pytest
 import redis
 
+from gateway import oath
 from gateway.__main__ import main as gateway_main
 from tests.conftest import TEST_DB, gateway_env
 from tests.stack import ROOT
@@ -207,6 +208,9 @@ def broken_files(tmp_path: Path) -> list[tuple[str, Path, list[str], list[str]]]
     hotp = write_pskc(tmp_path / "hotp.pskc", [{"id": "h1", "serial": "H-1", "secret": raw, "counter": 0,
                                                 "algorithm": HOTP_URI}])
     cases.append(("hotp_key", hotp, [], ["key h1", "not TOTP"]))
+    newline = write_pskc(tmp_path / "newline.pskc", [{"id": "n1", "serial": "N-1", "secret": raw,
+                                                      "algorithm": TOTP_URI + "\n"}])
+    cases.append(("algorithm_with_final_newline", newline, [], ["key n1", "not TOTP"]))  # $ took it
     (tmp_path / "notpskc.xml").write_text("<?xml version='1.0'?><Other/>")
     cases.append(("not_pskc", tmp_path / "notpskc.xml", [], ["KeyContainer"]))
     return cases
@@ -275,3 +279,11 @@ def test_time_is_read_only_from_the_clock_given(app, cli, redis_db, tmp_path) ->
     assert methods.totp_verify(svc, v, token.at(fixed + 120), now=fixed) is False
     assert methods.totp_verify(svc, v, token.at(fixed + 60), now=fixed) is True
     assert methods.totp_verify(svc, v, token.at(fixed), now=fixed + 1) is False  # earlier step than the last used
+
+
+def test_serials_end_at_the_true_end_of_the_text() -> None:
+    # The importer strips cells before this check; the pattern itself must not take a final
+    # newline either ($ matches before one, \Z does not).
+    assert oath.SERIAL.match("T-1") and oath.SERIAL.match("a" * 64)
+    for bad in ("T-1\n", "T-1\r\n", "\nT-1", "a" * 65, "-T"):
+        assert not oath.SERIAL.match(bad), bad

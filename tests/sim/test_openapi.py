@@ -55,6 +55,9 @@ def test_recorded_client_requests_are_valid(sim, client, control, receiver):
     ("POST", "/2010-04-01/Accounts/ACnope/Messages.json", VALID_MESSAGE, "AccountSid"),
     ("POST", f"/2010-04-01/Accounts/{ACCOUNT_SID}/Nothing.json", [], "no path template"),
     ("GET", MESSAGES, [("Bogus", "1")], "unknown query parameter 'Bogus'"),
+    # Python's $ matches before a final newline; the spec's (ECMA-262) and the templates' must not
+    ("POST", MESSAGES, VALID_MESSAGE + [("MessagingServiceSid", "MG" + "0" * 32 + "\n")], "does not match"),
+    ("POST", MESSAGES + "\n", VALID_MESSAGE, "no path template"),
 ])
 def test_problems_are_reported(method, path, form, needle):
     problems = validate_request(method, path, form)

@@ -67,6 +67,7 @@ def test_segments_counted_like_twilio(sim, client):
     (dict(to="", from_=OWNED, body="x"), 21604),
     (dict(to="+4860010020", from_=OWNED, body="x"), 21211),
     (dict(to="48600100200", from_=OWNED, body="x"), 21211),
+    (dict(to=MOBILE + "\n", from_=OWNED, body="x"), 21211),  # not E.164 (Python's $ took it)
     (dict(to=MOBILE, body="x"), 21603),
     (dict(to=MOBILE, from_="+15005550099", body="x"), 21606),
     (dict(to=MOBILE, messaging_service_sid="MG" + "9" * 32, body="x"), 21701),
