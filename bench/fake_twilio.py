@@ -1,23 +1,34 @@
 """A small fast fake Twilio for the bench: Messages.json answers 201 (after an optional
 delay) and keeps the code each SMS carried, so the load generator can check it.
 
-Run: `python -m bench.fake_twilio --port 8099 [--delay-ms 200]`. Control endpoints:
+With callbacks on, each message's `StatusCallback` then receives `sent` and `delivered`
+status callbacks, signed with X-Twilio-Signature as Twilio signs them (twilio's
+RequestValidator over the URL and the POST parameters, the auth token as key: wire reference
+§5–6), one after the other; the code is handed to the load generator only after `delivered`
+was answered, as a user reads it only once it arrived.
+
+Run: `python -m bench.fake_twilio --port 8099 [--delay-ms 200] [--auth-token T]`. Control endpoints:
 GET /_bench/code?to=+48...&wait=10 (blocks until an SMS to that number arrived),
-GET /_bench/codes, GET /_bench/stats, POST /_bench/reset, POST /_bench/config {"delay_ms": N}.
+GET /_bench/codes, GET /_bench/stats, POST /_bench/reset,
+POST /_bench/config {"delay_ms": N, "callbacks": true|false}.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import json
 import re
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from twilio.request_validator import RequestValidator
 
 MESSAGES = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages\.json$")
 CODE = re.compile(r"(?<!\d)\d{4,10}(?!\d)")
@@ -28,6 +39,9 @@ class Ledger:
     """What the fake received: the code per destination and when each request ran."""
 
     delay_s: float = 0.0
+    callbacks: bool = False
+    callbacks_done: int = 0
+    callbacks_failed: int = 0
     codes: dict[str, str] = field(default_factory=dict)
     arrived: list[float] = field(default_factory=list)
     answered: list[float] = field(default_factory=list)
@@ -42,15 +56,27 @@ class Ledger:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
-    def record(self, to: str, body: str) -> None:
-        """Keep the code of an answered SMS and wake whoever waits for it."""
-        match = CODE.search(body)
+    def answer(self) -> None:
+        """Note a request answered."""
         with self.lock:
             self.in_flight -= 1
             self.answered.append(time.time())
+
+    def deliver(self, to: str, body: str) -> None:
+        """Keep the code of a delivered SMS and wake whoever waits for it."""
+        match = CODE.search(body)
+        with self.lock:
             if match:
                 self.codes[to] = match.group(0)
             self.lock.notify_all()
+
+    def called_back(self, ok: bool) -> None:
+        """Count one status callback sent (ok: answered 2xx)."""
+        with self.lock:
+            if ok:
+                self.callbacks_done += 1
+            else:
+                self.callbacks_failed += 1
 
     def wait_code(self, to: str, timeout: float) -> str | None:
         """The code sent to a number, waiting up to timeout seconds for it."""
@@ -64,6 +90,7 @@ class Ledger:
             self.codes.clear()
             self.arrived.clear()
             self.answered.clear()
+            self.callbacks_done = self.callbacks_failed = 0
             self.max_in_flight = self.in_flight
 
     def stats(self) -> dict[str, object]:
@@ -72,10 +99,59 @@ class Ledger:
             return {
                 "count": len(self.answered), "arrived": list(self.arrived), "answered": list(self.answered),
                 "max_in_flight": self.max_in_flight, "delay_ms": round(self.delay_s * 1000),
+                "callbacks": self.callbacks, "callbacks_done": self.callbacks_done,
+                "callbacks_failed": self.callbacks_failed,
             }
 
 
 LEDGER = Ledger()
+
+
+class Callbacks:
+    """Signed status callbacks (`sent`, then `delivered`) to each message's StatusCallback URL."""
+
+    def __init__(self, auth_token: str, threads: int = 8) -> None:
+        self.validator = RequestValidator(auth_token)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="callback")
+        self.local = threading.local()
+
+    def _post(self, url: str, params: dict[str, str]) -> bool:
+        parts = urlsplit(url)
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "TwilioProxy/1.1",
+                   "X-Twilio-Signature": self.validator.compute_signature(url, params),
+                   "I-Twilio-Idempotency-Token": secrets.token_hex(16)}
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        for retry in (True, False):
+            conns = self.local.__dict__.setdefault("conns", {})
+            conn = conns.get(parts.netloc) or http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+            conns[parts.netloc] = conn
+            try:
+                conn.request("POST", path, body=urlencode(params), headers=headers)
+                response = conn.getresponse()
+                response.read()
+                return 200 <= response.status < 300
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                conns.pop(parts.netloc, None)
+                if not retry:
+                    return False
+        return False
+
+    def _run(self, account_sid: str, form: dict[str, str], sid: str) -> None:
+        url = form["StatusCallback"]
+        for status in ("sent", "delivered"):
+            params = {"AccountSid": account_sid, "From": form.get("From", ""), "To": form.get("To", ""),
+                      "MessageSid": sid, "SmsSid": sid, "MessageStatus": status, "SmsStatus": status,
+                      "ApiVersion": "2010-04-01"}
+            LEDGER.called_back(self._post(url, params))
+        LEDGER.deliver(form.get("To", ""), form.get("Body", ""))
+
+    def after(self, account_sid: str, form: dict[str, str], sid: str) -> None:
+        """Send the message's callbacks in the background, then hand out its code."""
+        self.pool.submit(self._run, account_sid, form, sid)
+
+
+CALLBACKS: Callbacks | None = None
 
 
 def message_json(account_sid: str, form: dict[str, str]) -> dict[str, object]:
@@ -124,8 +200,10 @@ class Handler(BaseHTTPRequestHandler):
             LEDGER.reset()
             return self._answer(200, {"ok": True})
         if url.path == "/_bench/config":
-            LEDGER.delay_s = float(json.loads(body or b"{}").get("delay_ms", 0)) / 1000
-            return self._answer(200, {"delay_ms": round(LEDGER.delay_s * 1000)})
+            config = json.loads(body or b"{}")
+            LEDGER.delay_s = float(config.get("delay_ms", LEDGER.delay_s * 1000)) / 1000
+            LEDGER.callbacks = bool(config.get("callbacks", LEDGER.callbacks)) and CALLBACKS is not None
+            return self._answer(200, {"delay_ms": round(LEDGER.delay_s * 1000), "callbacks": LEDGER.callbacks})
         match = MESSAGES.match(url.path)
         if not match:
             return self._answer(404, {"code": 20404, "message": "The requested resource was not found", "status": 404})
@@ -138,8 +216,12 @@ class Handler(BaseHTTPRequestHandler):
         if LEDGER.delay_s:
             time.sleep(LEDGER.delay_s)  # the carrier's own latency is what is simulated here
         payload = message_json(account_sid, form)
-        LEDGER.record(form.get("To", ""), form.get("Body", ""))
+        LEDGER.answer()
         self._answer(201, payload)
+        if LEDGER.callbacks and CALLBACKS is not None and form.get("StatusCallback"):
+            CALLBACKS.after(account_sid, form, str(payload["sid"]))
+        else:
+            LEDGER.deliver(form.get("To", ""), form.get("Body", ""))
 
     def do_GET(self) -> None:  # noqa: N802
         """Read what was received."""
@@ -152,7 +234,10 @@ class Handler(BaseHTTPRequestHandler):
             with LEDGER.lock:
                 return self._answer(200, dict(LEDGER.codes))
         if url.path == "/_bench/stats":
-            return self._answer(200, LEDGER.stats())
+            stats = LEDGER.stats()
+            if query.get("brief"):
+                stats = {k: v for k, v in stats.items() if k not in ("arrived", "answered")}
+            return self._answer(200, stats)
         return self._answer(404, {"code": 20404, "message": "not found", "status": 404})
 
 
@@ -168,8 +253,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--auth-token", default="", help="signs status callbacks (off without it)")
     args = parser.parse_args()
+    global CALLBACKS
     LEDGER.delay_s = args.delay_ms / 1000
+    CALLBACKS = Callbacks(args.auth_token) if args.auth_token else None
     server = Server(("127.0.0.1", args.port), Handler)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -128,56 +128,57 @@ def bytes_each(r: redis.Redis, keys: list[str]) -> list[int]:
     return [int(v or 0) for v in pipe.execute()]
 
 
+def key_sizes(r: redis.Redis) -> dict[str, int]:
+    """MEMORY USAGE (SAMPLES 0: every element) of every key in the database."""
+    keys = [k.decode() for k in r.scan_iter(count=1000)]
+    sizes: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        sizes.update(zip(chunk, bytes_each(r, chunk)))
+    return sizes
+
+
+def used_memory(r: redis.Redis) -> int:
+    """The server's used_memory (bytes, every database and client buffer)."""
+    return int(r.info("memory")["used_memory"])
+
+
 @dataclass
 class MemoryReport:
-    """Average Redis bytes per pending verification, by key."""
+    """What N verifications in one state added to Redis, by kind of key, per verification."""
 
-    sampled: int
-    per_key: dict[str, float]
-
-    @property
-    def gateway_total(self) -> float:
-        """Bytes of the gateway's own keys for one verification."""
-        return sum(v for k, v in self.per_key.items() if k.startswith("gw:"))
+    state: str
+    verifications: int
+    per_kind: dict[str, dict[str, float]]  # shape -> keys added, keys grown, bytes per verification
+    used_memory_per_verification: float
 
     @property
     def total(self) -> float:
-        """Bytes of every key that exists because one verification is pending (with rq's timer job)."""
-        return sum(self.per_key.values())
+        """Bytes per verification over every key it added or grew (MEMORY USAGE)."""
+        return sum(v["bytes_each"] for v in self.per_kind.values())
 
 
-def mean(values: list[int]) -> float:
-    """The arithmetic mean; 0 for nothing."""
-    return sum(values) / len(values) if values else 0.0
+def memory_added(state: str, before: dict[str, int], after: dict[str, int], used: tuple[int, int],
+                 count: int) -> MemoryReport:
+    """Per verification: keys that appeared (whole size) and keys that grew (the growth), by kind."""
+    kinds: dict[str, dict[str, float]] = {}
+    for key, size in after.items():
+        grown = size - before.get(key, 0)
+        if grown <= 0:
+            continue
+        entry = kinds.setdefault(shape(key), {"keys_added": 0, "keys_grown": 0, "bytes": 0.0})
+        entry["keys_added" if key not in before else "keys_grown"] += 1
+        entry["bytes"] += grown
+    per_kind = {k: {**v, "bytes_each": round(v["bytes"] / count, 1)} for k, v in sorted(kinds.items())}
+    return MemoryReport(state, count, per_kind, round((used[1] - used[0]) / count, 1))
 
 
-def memory_per_verification(r: redis.Redis, sample: int = 200) -> MemoryReport:
-    """Bytes per pending verification: its hash, its rate counter, its scheduled timer job."""
-    vf_keys = [k.decode() for k in r.scan_iter(match="gw:vf:*", count=1000)][:sample]
-    per_key: dict[str, float] = {"gw:vf:<id>": mean(bytes_each(r, vf_keys))}
+def encodings(r: redis.Redis, keys: list[str]) -> dict[str, int]:
+    """OBJECT ENCODING of the keys, counted."""
     pipe = r.pipeline(transaction=False)
-    for key in vf_keys:
-        pipe.hget(key, "to")
-    numbers = [v.decode() for v in pipe.execute() if v]
-    per_key["gw:rate:<e164>"] = mean(bytes_each(r, [f"gw:rate:{n}" for n in numbers]))
-    scheduled = r.zcard("rq:scheduled:gateway")
-    if scheduled:
-        ids = [i.decode() for i in r.zrange("rq:scheduled:gateway", 0, sample - 1)]
-        per_key["rq:job:<timer id>"] = mean(bytes_each(r, [f"rq:job:{i}" for i in ids]))
-        per_key["rq:scheduled:gateway (share)"] = (r.memory_usage("rq:scheduled:gateway", samples=0) or 0) / scheduled
-    return MemoryReport(len(vf_keys), per_key)
-
-
-def memory_of_queued_jobs(r: redis.Redis, sample: int = 200) -> dict[str, float]:
-    """Bytes per queued delivery job (before a worker ran it): its job hash and its queue entry."""
-    ids = [i.decode() for i in r.lrange("rq:queue:gateway", 0, sample - 1)]
-    length = r.llen("rq:queue:gateway")
-    if not ids:
-        return {}
-    return {
-        "rq:job:<delivery id>": mean(bytes_each(r, [f"rq:job:{i}" for i in ids])),
-        "rq:queue:gateway (share)": (r.memory_usage("rq:queue:gateway", samples=0) or 0) / length,
-    }
+    for key in keys:
+        pipe.object("encoding", key)
+    return dict(Counter(v.decode() if isinstance(v, bytes) else str(v) for v in pipe.execute()))
 
 
 PATTERNS = [
@@ -186,6 +187,8 @@ PATTERNS = [
     (re.compile(r"[0-9a-f]{32}"), "<hex>"),
     (re.compile(r"\+\d{8,15}"), "<e164>"),
     (re.compile(r"(rq:worker:)[^:]+"), r"\1<name>"),
+    (re.compile(r"(gw:worker:)[^:]+"), r"\1<name>"),
+    (re.compile(r":\d{4,}$"), ":<n>"),
 ]
 
 
