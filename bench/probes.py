@@ -139,8 +139,9 @@ def key_sizes(r: redis.Redis) -> dict[str, int]:
 
 
 def used_memory(r: redis.Redis) -> int:
-    """The server's used_memory (bytes, every database and client buffer)."""
-    return int(r.info("memory")["used_memory"])
+    """The server's used_memory without its clients' buffers (they grow and shrink with the load)."""
+    info = r.info("memory")
+    return int(info["used_memory"]) - int(info.get("mem_clients_normal", 0))
 
 
 @dataclass
