@@ -1,13 +1,11 @@
-"""Redis-side probes: round trips per request, commands seen by MONITOR, bytes per
-verification, and keys without a TTL."""
+"""Redis-side probes: round trips per request (counted in redis-py), bytes per verification,
+and keys without a TTL."""
 from __future__ import annotations
 
 import re
-import socket
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -15,7 +13,6 @@ import redis
 from redis.connection import AbstractConnection
 
 COMMAND = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n")
-MONITOR_LINE = re.compile(r'^\+?[\d.]+ \[(\d+) ([^\]]+)\] "([^"]+)"')
 
 
 @dataclass
@@ -57,67 +54,6 @@ def count_round_trips() -> Iterator[RoundTrips]:
     finally:
         _counting.on = False
         AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
-
-
-@dataclass
-class MonitorCapture:
-    """The commands MONITOR showed for one action: from clients, and from inside Lua scripts."""
-
-    client: list[str]
-    lua: list[str]
-
-
-class Monitor:
-    """Redis MONITOR on a raw socket; mark() cuts the stream after a marker command."""
-
-    def __init__(self, url: str, db: int) -> None:
-        self.db = str(db)
-        self.marker = redis.Redis.from_url(url, db=db)
-        host, port = self.marker.connection_pool.connection_kwargs["host"], self.marker.connection_pool.connection_kwargs["port"]
-        self.sock = socket.create_connection((host, port))
-        self.sock.sendall(b"MONITOR\r\n")
-        self.file = self.sock.makefile("rb")
-        self.lines: list[str] = []
-        self.cursor = 0
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-        self.marker.echo("bench-start")
-        self._wait_for("bench-start")
-
-    def _read(self) -> None:
-        for raw in self.file:
-            with self.lock:
-                self.lines.append(raw.decode(errors="replace").rstrip("\r\n"))
-
-    def _wait_for(self, text: str) -> list[str]:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with self.lock:
-                for i in range(self.cursor, len(self.lines)):
-                    if f'"ECHO" "{text}"' in self.lines[i]:
-                        chunk, self.cursor = self.lines[self.cursor:i], i + 1
-                        return chunk
-            time.sleep(0.01)
-        raise TimeoutError(f"MONITOR never showed {text}")
-
-    def capture(self, action: Callable[[], object], label: str) -> MonitorCapture:
-        """Run an action and return the database's commands up to a marker sent after it."""
-        self.marker.echo(f"bench-before-{label}")
-        self._wait_for(f"bench-before-{label}")
-        action()
-        self.marker.echo(f"bench-after-{label}")
-        client, lua = [], []
-        for line in self._wait_for(f"bench-after-{label}"):
-            m = MONITOR_LINE.match(line)
-            if m and m.group(1) == self.db:
-                (lua if m.group(2) == "lua" else client).append(m.group(3).upper())
-        return MonitorCapture(client, lua)
-
-    def close(self) -> None:
-        """Stop monitoring."""
-        self.sock.close()
-        self.marker.close()
 
 
 def bytes_each(r: redis.Redis, keys: list[str]) -> list[int]:
@@ -228,8 +164,3 @@ def ttl_scan(r: redis.Redis) -> TtlReport:
             size = {"zset": r.zcard, "list": r.llen, "stream": r.xlen, "hash": r.hlen, "set": r.scard}
             entry["size"] = size[str(entry["type"])](name)
     return TtlReport(kinds)
-
-
-def command_mix(commands: list[str]) -> str:
-    """A compact `CMD×n` listing of commands in order of frequency."""
-    return ", ".join(f"{c}×{n}" if n > 1 else c for c, n in Counter(commands).most_common())

@@ -241,35 +241,10 @@ class Bench:
         self.phase(refs.results, 8, work.ref_check)
 
     def round_trips(self) -> None:
-        """Redis round trips of one start, one check and one job; MONITOR's view of the real processes."""
+        """Exact Redis round trips of one start and one check, counted in redis-py in this process."""
         from bench import inprocess
 
-        self.fake_call("POST", "/_bench/reset")
-        url = f"{redis_base()}/{GATEWAY_DB}"
-        monitor = probes.Monitor(url, GATEWAY_DB)
-        client = Client(self.web_port, API_KEY)
-        try:
-            first, second, third = self.take(3)
-            holder: dict[str, Any] = {}
-            # The same keep-alive connection reaches the same gunicorn worker: the first start shows
-            # what a process does once (rq asks INFO for the server version), the second the steady state.
-            once = monitor.capture(lambda: expect(*client.request("POST", "/v1/verifications", {"to": third}), 201), "once")
-            start = monitor.capture(lambda: holder.update(
-                body=expect(*client.request("POST", "/v1/verifications", {"to": first}), 201)), "start")
-            first_job = inprocess.run_jobs(self.gateway_env)  # delivers it, counting a new worker's round trips
-            code = self.fake_call("GET", "/_bench/codes")[first]
-            check = monitor.capture(lambda: expect(*client.request(
-                "POST", f"/v1/verifications/{holder['body']['id']}/check", {"code": code}), 200), "check")
-            expect(*client.request("POST", "/v1/verifications", {"to": second}), 201)
-            job = monitor.capture(lambda: inprocess.run_jobs(self.gateway_env), "job")
-        finally:
-            monitor.close()
-            client.close()
-        exact = inprocess.count_requests(self.gateway_env, self.take(13), self.fake_port)
-        self.results["round_trips"] = {
-            "exact": exact, "first_job_in_new_worker": first_job,
-            "monitor": {"start (first on its connection)": asdict(once), "start": asdict(start), "check": asdict(check), "job_in_new_worker": asdict(job)},
-        }
+        self.results["round_trips"] = {"exact": inprocess.count_requests(self.gateway_env, self.take(3))}
 
     def api_and_reference(self) -> None:
         """At each concurrency, `rounds` times: the reference's start and check phases, then the
