@@ -100,7 +100,8 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     fields = {
         "to": number.e164, "country": number.country, "ntype": number.type.value,
         "locale": req.locale, "ivr_mode": req.ivr_mode, "max": s.max_check_attempts,
-        "user_id": req.user_id or "", "client_ip": req.client_ip or "",
+        # Absent rather than empty: an empty field still costs bytes in every pending hash.
+        **({"user_id": req.user_id} if req.user_id else {}), **({"client_ip": req.client_ip} if req.client_ip else {}),
         **{k: v for k, v in req.user.items()}, **_option_fields(svc, opts),
     }
     plans = tuple(Chain([c.value for c in chain], ttl_for(svc, chain[0], opts.ttl) if chain else 0) for chain in chains)

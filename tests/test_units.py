@@ -1,6 +1,8 @@
 """Pure pieces: numbers, codes, chains, error classification."""
 from __future__ import annotations
 
+import base64
+
 import pytest
 import requests
 
@@ -48,6 +50,25 @@ def test_codes_are_random_digits_and_digests_are_keyed() -> None:
     assert "123456" not in token and codes.decrypt([cipher], token) == "123456"
     assert codes.decrypt([other], token) is None
     assert codes.decrypt([other, cipher], token) == "123456"  # a previous key still decrypts
+
+
+def fernet(key: bytes, plaintext: str) -> str:
+    """A value as the gateway encrypted it before the compact format (Fernet)."""
+    from cryptography.fernet import Fernet
+
+    return Fernet(base64.urlsafe_b64encode(key)).encrypt(plaintext.encode()).decode()
+
+
+def test_encrypted_codes_are_compact_and_values_from_before_the_upgrade_still_decrypt() -> None:
+    cipher, other = codes.derive_key("s" * 40, "code-cipher"), codes.derive_key("t" * 40, "code-cipher")
+    token = codes.encrypt(cipher, "123456")
+    assert len(token) <= 48 and codes.encrypt(cipher, "123456") != token  # a fresh nonce each time
+    assert len(codes.encrypt(cipher, "1234567890")) <= 64  # the longest code fits a compact Redis hash value
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert codes.decrypt([cipher], tampered) is None and codes.decrypt([cipher], "1.!!") is None
+    old = fernet(cipher, "654321")
+    assert codes.decrypt([cipher], old) == "654321" and codes.decrypt([other, cipher], old) == "654321"
+    assert codes.decrypt([other], old) is None
 
 
 @pytest.mark.parametrize(
