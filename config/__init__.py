@@ -93,6 +93,8 @@ class Settings:
     resend_interval: int = 30
     abuse: "AbuseSettings" = field(default_factory=lambda: AbuseSettings())
     delivery_retry_intervals: tuple[int, ...] = (2, 5, 15)
+    send_concurrency: int = 32
+    send_backlog_max: int = 10000
     max_body_bytes: int = 16 * 1024
     server_name: str = field(default_factory=socket.gethostname)
     queue_name: str = "gateway"
@@ -385,6 +387,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         resend_interval=_int(env, "RESEND_INTERVAL", 30, 0, 3600),
         abuse=_abuse(env, per_number),
         delivery_retry_intervals=_intervals(env, "DELIVERY_RETRY_INTERVALS", (2, 5, 15)),
+        send_concurrency=_int(env, "SEND_CONCURRENCY", 32, 1, 512),
+        send_backlog_max=_int(env, "SEND_BACKLOG_MAX", 10000, 0, 10_000_000),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 16 * 1024, 1024, 1024 * 1024),
         server_name=env.get("GATEWAY_SERVER_NAME") or socket.gethostname(),
         queue_name=env.get("QUEUE_NAME", "gateway"),

@@ -18,7 +18,7 @@ from gateway.errors import DestinationBlocked, RateLimited, Unavailable
 from gateway.models import Channel, Verification
 from gateway.phone import NumberType, PhoneNumber
 from gateway.services import Services
-from gateway.store import key_for, user_key
+from gateway.store import OUTBOX, key_for, user_key
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ MESSAGES = {
     "fraud_suspected": "Sending to this number range is suspended: its traffic looks like SMS pumping.",
     "spend_cap": "Today's sending budget is used up.",
 }
+
+
+# Seconds a start refused for the send backlog (SEND_BACKLOG_MAX) is told to wait: senders
+# work through thousands of entries in that time.
+BACKLOG_RETRY_AFTER = 5
 
 
 def refusal(reason: str, retry_after: int) -> RateLimited:
@@ -143,9 +148,12 @@ def admit_start(
     """Admit a new verification's first send, or raise the 429 that says why not."""
     check_number_type(svc, number)
     idem = f"gw:idem:{idempotency_key}" if idempotency_key else ""  # a replay sends nothing: not counted
-    admission = _admit(svc, _payload(
-        svc, "start", number.e164, number.country, channel, ivr_mode, user_id, client_ip, idem=idem,
-    ))
+    payload = _payload(svc, "start", number.e164, number.country, channel, ivr_mode, user_id, client_ip, idem=idem)
+    payload["backlog"] = [svc.settings.send_backlog_max, OUTBOX]
+    admission = _admit(svc, payload)
+    if admission.refused == "backlog":
+        raise Unavailable("The gateway's send queue is over its bound; try again shortly.",
+                          retry_after=BACKLOG_RETRY_AFTER)
     if admission.refused:
         raise refusal(admission.refused, admission.retry_after)
 

@@ -15,7 +15,7 @@ from twilio.rest import Client
 class Action(str, Enum):
     """What to do after a carrier error."""
 
-    RETRY = "retry"        # transient: the same channel again later (rq retries the job)
+    RETRY = "retry"        # transient: the same channel again later (DELIVERY_RETRY_INTERVALS)
     FALLBACK = "fallback"  # this channel cannot reach the user: try the next one
     STOP = "stop"          # nothing will work: end the verification
 
@@ -109,11 +109,16 @@ class Carrier:
     """Sends messages and places calls through the `twilio` package."""
 
     def __init__(self, account_sid: str, auth_token: str, base_url: str, timeout: float) -> None:
+        self._args = (account_sid, auth_token, base_url, timeout)
         self.client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
         # Region/edge rewrite the host name (see the wire reference §9); we address one base URL.
         self.client.region = None
         self.client.edge = None
         self.client.api.base_url = base_url
+
+    def clone(self) -> "Carrier":
+        """The same carrier with a client (and HTTP session) of its own, for another thread."""
+        return Carrier(*self._args)
 
     def send_sms(self, to: str, body: str, sender: str, status_callback: str | None, validity: int) -> str:
         """Create a message and return its SID (no status callback for a notice that tracks nothing)."""

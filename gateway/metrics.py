@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.carrier import KNOWN_CODES
@@ -86,6 +86,25 @@ class RedisCounters(Collector):
             yield family
 
 
+class SendBacklog(Collector):
+    """The send queue's backlog (outbox entries due now) and its bound, read at scrape time."""
+
+    def __init__(self, svc: "Services") -> None:
+        self.svc = svc
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("gateway_send_backlog_max",
+                                "SEND_BACKLOG_MAX: due deliveries above which starts are refused (0: no bound)",
+                                value=self.svc.settings.send_backlog_max)
+        try:
+            backlog = self.svc.store.backlog()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("metrics without the send backlog: %s", exc)
+            return
+        yield GaugeMetricFamily("gateway_send_backlog", "Deliveries due now and not yet taken by a sender",
+                                value=backlog)
+
+
 def render(svc: "Services") -> bytes:
     """The Prometheus text exposition of this instance plus the cluster counters."""
     from gateway.breakers import AbuseCollector
@@ -96,5 +115,6 @@ def render(svc: "Services") -> bytes:
         multiprocess.MultiProcessCollector(local, path=svc.settings.metrics_dir)
     cluster = CollectorRegistry()
     cluster.register(RedisCounters(svc))
+    cluster.register(SendBacklog(svc))
     cluster.register(AbuseCollector(svc))
     return generate_latest(local) + generate_latest(cluster)

@@ -1,5 +1,10 @@
 """Timers and crash recovery for the workers: a supervisor thread in every worker process.
 
+Verification timers (expiry, reply timeouts, delivery deadlines) are not rq jobs: `gw:timers`
+holds each pending verification's next due time, and the leader claims due ones with a lease
+(claim.lua, like the senders' outbox), so a timer whose run failed or whose leader died is due
+again when the lease ends. rq remains for the rare jobs (hang-up checks, authenticator notices).
+
 Why not rq's own scheduler (rq 2.12.0, read in `rq/scheduler.py` and `rq/worker/base.py`):
 
 - it is a forked process that exits on the first Redis connection error, and the worker
@@ -39,6 +44,9 @@ from rq.timeouts import TimerDeathPenalty
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between passes: timers fire at most about this late
+TIMER_BATCH = 100  # timers claimed per round trip
+TIMER_LEASE = 30  # seconds before a claimed timer whose run failed (or whose leader died) is due again
+TIMER_PASS = 0.5  # seconds of one pass spent on timers at most, so the lock is always refreshed
 LOCK_TTL = 10  # seconds a dead leader's lock can hold timers back (rq's: interval + 60)
 ALIVE_TTL = 10  # seconds after a worker's death before its running job is recovered
 
@@ -65,6 +73,28 @@ def recover_abandoned(queue: Queue) -> list[str]:
     if dead:
         log.warning("recovered jobs of dead workers: %s", ", ".join(dead))
     return dead
+
+
+def run_due_timers(app: Flask, until: float) -> int:
+    """Run the verification timers that are due (until the monotonic time `until`); answer how many."""
+    from gateway import verifications
+    from gateway.store import TIMERS
+
+    svc = app.extensions["gateway"]
+    done = 0
+    while time.monotonic() < until:
+        claim = svc.store.claim(TIMERS, TIMER_BATCH, TIMER_LEASE)
+        for verification_id in claim.members:
+            try:
+                svc.store.reschedule(TIMERS, verification_id, verifications.run_timers(svc, verification_id))
+            except redis.exceptions.RedisError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad record must not hold the others back
+                log.exception("timer of %s failed; it is due again in %ss", verification_id, TIMER_LEASE)
+            done += 1
+        if len(claim.members) < TIMER_BATCH:
+            break
+    return done
 
 
 def move_due_jobs(queue: Queue) -> int:
@@ -118,6 +148,7 @@ class Supervisor:
             self.redis.set(alive_key(self.worker_name), self.name, ex=ALIVE_TTL)
         self.leading = acquire_or_refresh_lock(self.redis, self.lock_key, self.name, LOCK_TTL) != "taken"
         if self.leading:
+            run_due_timers(self.app, time.monotonic() + TIMER_PASS)
             move_due_jobs(self.queue)
             recover_abandoned(self.queue)
 

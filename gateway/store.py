@@ -19,11 +19,19 @@ USER_AUDIT_STREAM = "gw:audit:users"  # changes to users' methods: activations, 
 # Published (to no one) before WAIT, so WAIT covers everything the primary holds, also a record an
 # earlier, unconfirmed request wrote (WAIT counts only the writes of its own connection).
 REPLICATION_MARK = "gw:replicated"
-# Scripts that can end a verification: with REDIS_WAIT_REPLICAS, WAIT follows them in one pipeline.
-WAITED_SCRIPTS = frozenset({"check", "finish", "advance"})
-# Deliveries decided but not yet queued ("<id>:<attempt>", scored by Redis time): written in the
-# same script as the attempt, removed in the same transaction as the job's enqueue.
+# Scripts that start or can end a verification, or record a send: with REDIS_WAIT_REPLICAS, WAIT
+# follows them in one pipeline.
+WAITED_SCRIPTS = frozenset({"create", "check", "finish", "advance", "sent"})
+# The send queue: deliveries ("<id>:<attempt>") scored by when they are due (Redis time). Written
+# by the script that makes the attempt; a sender's claim leases an entry by pushing its score
+# (claim.lua); the script that records the send removes it.
 OUTBOX = "gw:outbox"
+# Verifications' next timer (expiry, reply timeout or delivery deadline): id scored by when it is
+# due; claimed like the outbox by the workers' supervisor, removed when the verification ends.
+TIMERS = "gw:timers"
+# Published (a pub/sub channel, not a key) by the scripts that put a delivery in the outbox, so
+# idle senders wake at once instead of polling.
+OUTBOX_KICK = "gw:outbox:due"
 _LUA = Path(__file__).with_name("lua")
 
 
@@ -77,6 +85,15 @@ class Step:
     resend_interval: int | None = None  # a resend: refused until this long after the attempt began
     deadline_due: bool = False  # a delivery deadline: refused unless it has passed
     latest: float | None = None  # the next attempt expires no later than this (Redis time)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Members leased from a schedule, Redis's time then, and the earliest due time left (None: empty)."""
+
+    members: list[str]
+    now: float
+    next_due: float | None
 
 
 @dataclass(frozen=True)
@@ -138,7 +155,8 @@ class Store:
         prelude = (_LUA / "prelude.lua").read_text()
         self._scripts = {
             name: connection.register_script(prelude + (_LUA / f"{name}.lua").read_text())
-            for name in ("create", "check", "finish", "attempt_status", "advance", "set_code", "reply_index")
+            for name in ("create", "check", "finish", "attempt_status", "advance", "set_code", "reply_index",
+                         "claim", "sent", "send_later")
         }
         self._scripts.update(
             (name, connection.register_script(prelude + (_LUA / f"{name}.lua").read_text()))
@@ -150,11 +168,18 @@ class Store:
             for name in ("totp_enrol", "totp_confirm", "user_recovery", "user_reset")
         )
 
-    def _run(self, name: str, keys: list[str], *args: object) -> Outcome:
+    def _context(self) -> list[object]:
         # No clock here: the scripts read Redis's TIME (prelude.lua).
-        context = [self.server_name, self.server_ip, self.audit_retention_ms, self.retention]
-        reply, replicated = self._call(name, keys, context + [str(a) for a in args])
-        kind, value = (v.decode() if isinstance(v, bytes) else str(v) for v in reply[:2])
+        return [self.server_name, self.server_ip, self.audit_retention_ms, self.retention]
+
+    def _run(self, name: str, keys: list[str], *args: object) -> Outcome:
+        reply, replicated = self._call(name, keys, self._context() + [str(a) for a in args])
+        return self.outcome(reply, replicated)
+
+    @staticmethod
+    def outcome(reply: list[object], replicated: bool = True) -> Outcome:
+        """A script's reply (kind, value, '_now', time, then the record's fields) as an Outcome."""
+        kind, value = (v.decode() if isinstance(v, bytes) else str(v) for v in reply[:2])  # type: ignore[union-attr]
         raw = dict(zip(reply[2::2], reply[3::2]))
         now = float(raw.pop(b"_now", 0))
         return Outcome(kind, value, _decode(raw) if raw else None, replicated, now)
@@ -174,13 +199,6 @@ class Store:
         *replies, acknowledged = pipe.execute()
         return (replies[0] if len(replies) > 1 else None), int(acknowledged) >= self.wait_replicas
 
-    def replicated(self) -> bool:
-        """Whether REDIS_WAIT_REPLICAS replicas hold everything the primary holds now (True when 0)."""
-        if not self.wait_replicas:
-            return True
-        with self.redis.pipeline(transaction=False) as pipe:
-            return self._wait(pipe)[1]
-
     def create(
         self,
         verification_id: str,
@@ -188,23 +206,21 @@ class Store:
         chains: tuple[Chain, Chain],
         to: str,
         idempotency: tuple[str, str] | None,
-        stranded_after: int,
         live_key: str | None = None,
     ) -> Outcome:
-        """Create a verification unless idempotency, a live one or a block says otherwise (limits: gateway/abuse.py).
-
-        chains: the plan for a number that may get SMS, and for one that replied STOP. Kind
-        'created' answers, space-separated, outbox entries older than stranded_after seconds.
-        """
+        """Create a verification with its first delivery due now, unless idempotency, a live one or a
+        block says otherwise (limits: gateway/abuse.py). chains: the plan for a number that may get
+        SMS, and for one that replied STOP."""
         vf = key_for(verification_id)
         idem_key, body_hash = (f"gw:idem:{idempotency[0]}", idempotency[1]) if idempotency else (vf, "")
         pairs = [str(item) for kv in fields.items() for item in kv]
         return self._run(
             "create",
-            [vf, idem_key, f"gw:block:{to}", f"gw:optout:{to}", f"gw:live:{live_key}" if live_key else vf, OUTBOX],
+            [vf, idem_key, f"gw:block:{to}", f"gw:optout:{to}", f"gw:live:{live_key}" if live_key else vf, OUTBOX,
+             TIMERS],
             body_hash, 86400, verification_id,
             json.dumps(chains[0].channels), chains[0].ttl, json.dumps(chains[1].channels), chains[1].ttl,
-            stranded_after, *pairs,
+            OUTBOX_KICK, *pairs,
         )
 
     def load(self, verification_id: str) -> Verification | None:
@@ -224,7 +240,7 @@ class Store:
         """Atomically compare a code's digests (one per key), apply a verdict, or use one of a user's
         recovery codes; count failures. message: (MessageSid, ttl) of an inbound SMS carrying the
         code: kind 'repeat' when it was checked before."""
-        keys = [key_for(verification_id), AUDIT_STREAM] + ([user_key(user_id)] if user_id else [])
+        keys = [key_for(verification_id), AUDIT_STREAM, TIMERS] + ([user_key(user_id)] if user_id else [])
         keys += [inbound_key(message[0])] if message else []
         return self._run("check", keys, mode, message[1] if message else "", *values)
 
@@ -237,7 +253,7 @@ class Store:
         block_for: also block the number from new verifications for this long, in the same step.
         """
         return self._run(
-            "finish", [key_for(verification_id), AUDIT_STREAM],
+            "finish", [key_for(verification_id), AUDIT_STREAM, TIMERS],
             status.value, reason.value if reason else "", attempt, "1" if only_if_due else "0",
             block_for or "",
         )
@@ -258,31 +274,82 @@ class Store:
         a resend too_soon (value: seconds to wait), for a deadline not_due.
         """
         return self._run(
-            "advance", [key_for(verification_id), AUDIT_STREAM, OUTBOX],
+            "advance", [key_for(verification_id), AUDIT_STREAM, OUTBOX, TIMERS],
             failed_attempt, step.channel.value if step.channel else "", step.position, step.ttl, step.why,
             "" if step.error_code is None else step.error_code,
             "" if step.resend_interval is None else step.resend_interval, "1" if step.deadline_due else "0",
-            "" if step.latest is None else f"{step.latest:.6f}",
+            "" if step.latest is None else f"{step.latest:.6f}", OUTBOX_KICK,
         )
 
     def set_code(
         self, verification_id: str, attempt: int, digest: str, encrypted: str, ttl: int, deadline: int | None,
-        delivery: str, lease: int, latest: float | None = None,
-    ) -> Outcome:
+        latest: float | None = None, pipe: redis.client.Pipeline | None = None,
+    ) -> Outcome | None:
         """Give a delivery the attempt's code: kind 'ok' (this one stored, valid ttl s from now),
-        'again' (a retry: the stored one), or taken/stale/ended/finished/not_found (send nothing)."""
-        return self._run(
-            "set_code", [key_for(verification_id), AUDIT_STREAM], attempt, digest, encrypted,
-            ttl, "" if deadline is None else deadline, delivery, lease, "" if latest is None else f"{latest:.6f}",
-        )
+        'again' (a retry: the stored one), or stale/ended/finished/not_found (send nothing; the
+        outbox entry is dropped). With a pipeline, queue it there and answer None (see outcome())."""
+        keys = [key_for(verification_id), AUDIT_STREAM, OUTBOX, TIMERS]
+        args = [attempt, digest, encrypted, ttl, "" if deadline is None else deadline,
+                "" if latest is None else f"{latest:.6f}", f"{verification_id}:{attempt}"]
+        if pipe is not None:
+            self._scripts["set_code"](keys=keys, args=self._context() + [str(a) for a in args], client=pipe)
+            return None
+        return self._run("set_code", keys, *args)
 
-    def queued(self, verification_id: str, attempt: int, pipe: redis.client.Pipeline | None = None) -> None:
-        """Take a delivery out of the outbox (in the transaction that queues its job, when given)."""
-        (pipe or self.redis).zrem(OUTBOX, f"{verification_id}:{attempt}")
+    def claim(self, schedule: str, most: int, lease: float) -> Claim:
+        """Lease up to `most` due members of a schedule (OUTBOX or TIMERS) for `lease` seconds."""
+        reply = self._scripts["claim"](keys=[schedule], args=self._context() + [most, f"{lease:.3f}"])
+        now, head, *members = (v.decode() for v in reply)
+        return Claim(members, float(now), float(head) if head else None)
 
-    def unqueued(self, verification_id: str, attempt: int) -> bool:
-        """Whether an attempt's delivery was decided but its job never queued (a process died between)."""
-        return self.redis.zscore(OUTBOX, f"{verification_id}:{attempt}") is not None
+    def claim_confirmed(self, pipe: redis.client.Pipeline) -> tuple[list[object], bool]:
+        """Run what a pipeline holds; with REDIS_WAIT_REPLICAS, only confirmed once the replicas hold it."""
+        if not self.wait_replicas:
+            return pipe.execute(), True
+        pipe.publish(REPLICATION_MARK, "")
+        pipe.wait(self.wait_replicas, self.wait_ms)
+        *replies, _, acknowledged = pipe.execute()
+        return replies, int(acknowledged) >= self.wait_replicas
+
+    def load_many(self, verification_ids: list[str]) -> list[Verification | None]:
+        """Verifications by id (None where unknown), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for verification_id in verification_ids:
+            pipe.hgetall(key_for(verification_id))
+        return [_decode(raw) if raw else None for raw in pipe.execute()]
+
+    def sent(self, verification_id: str, attempt: int, status: AttemptStatus, rank: int, sid: str | None) -> Outcome:
+        """Record a send the carrier took: sid and status, out of the outbox, next timer set."""
+        return self._run("sent", [key_for(verification_id), OUTBOX, TIMERS],
+                         verification_id, attempt, status.value, rank, sid or "")
+
+    def send_later(self, verification_id: str, attempt: int, backoff: float | None, intervals: tuple[int, ...]) -> Outcome:
+        """Put a failed send back in the outbox: after `backoff` s without using a try up (throttled),
+        else after the next retry interval; kind 'spent' when no try is left, 'stale' when moot."""
+        return self._run("send_later", [key_for(verification_id), OUTBOX], verification_id, attempt,
+                         "" if backoff is None else f"{backoff:.3f}", *intervals)
+
+    def release(self, entries: list[str], due: float) -> None:
+        """Make claimed outbox entries due again at `due` (Redis time); XX: never revive a removed one."""
+        if entries:
+            self.redis.zadd(OUTBOX, {entry: due for entry in entries}, xx=True)
+
+    def drop(self, entries: list[str]) -> None:
+        """Remove outbox entries that have nothing left to send (their verification ended or moved on)."""
+        if entries:
+            self.redis.zrem(OUTBOX, *entries)
+
+    def reschedule(self, schedule: str, member: str, due: float | None) -> None:
+        """Set a claimed member's next due time (Redis time), or drop it (None)."""
+        if due is None:
+            self.redis.zrem(schedule, member)
+        else:
+            self.redis.zadd(schedule, {member: due}, xx=True)
+
+    def backlog(self) -> int:
+        """Outbox entries due by Redis's clock now (deliveries waiting for a sender)."""
+        seconds, micros = self.redis.time()
+        return int(self.redis.zcount(OUTBOX, "-inf", seconds + micros / 1e6))
 
     def set_flag(self, kind: str, number: str, why: str = "1") -> None:
         """Mark a number (kind 'optout': it replied STOP), saying why; one command, atomic by itself."""
@@ -302,7 +369,8 @@ class Store:
     ) -> Outcome:
         """Note a two-way prompt from sender to number (kind 'ok', or 'stale'/'finished'/'not_found')."""
         return self._run(
-            "reply_index", [key_for(verification_id), reply_key(sender, number), AUDIT_STREAM], attempt, ttl, keep
+            "reply_index", [key_for(verification_id), reply_key(sender, number), AUDIT_STREAM, TIMERS],
+            attempt, ttl, keep,
         )
 
     def reply_candidates(self, senders: list[str], number: str, limit: int = 10) -> list[str]:

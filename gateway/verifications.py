@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from gateway import abuse, codes, fallback, jobs, methods, metrics, phone
+from gateway import abuse, codes, fallback, methods, metrics, phone
 from gateway.carrier import Action, classify
 from gateway.errors import (
     DestinationBlocked, IdempotencyConflict, NoRecoveryCodes, NotFound, NotPending, RateLimited, TotpNotEnrolled,
@@ -68,13 +68,8 @@ def _confirmed(replicated: bool) -> None:
         raise Unavailable("The change was not yet confirmed by the storage's replicas; retry shortly.")
 
 
-# An outbox entry this old was left by a process that died between a create (or advance) and
-# its enqueue; the next start anywhere queues it (the enqueue normally follows within ms).
-STRANDED_AFTER = 10
-
-
 def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tuple[Verification, bool]:
-    """Create a verification and queue its first delivery; (verification, created)."""
+    """Create a verification with its first delivery in the outbox; (verification, created)."""
     s = svc.settings
     number = phone.parse(req.to, req.country)
     phone.check_allowed(number, s.allowed_countries)
@@ -107,14 +102,14 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     plans = tuple(Chain([c.value for c in chain], ttl_for(svc, chain[0], opts.ttl) if chain else 0) for chain in chains)
     outcome = svc.store.create(
         verification_id, fields, (plans[0], plans[1]), number.e164,
-        (idempotency_key, req.fingerprint()) if idempotency_key else None, STRANDED_AFTER, opts.live_key,
+        (idempotency_key, req.fingerprint()) if idempotency_key else None, opts.live_key,
     )
     if outcome.kind == "existing":
-        _confirmed(svc.store.replicated())
-        return _deliver_if_lost(svc, get(svc, outcome.value)), False
+        _confirmed(outcome.replicated)
+        return get(svc, outcome.value), False
     if outcome.kind == "live" and outcome.verification is not None:
-        _confirmed(svc.store.replicated())
-        return _deliver_if_lost(svc, outcome.verification), False
+        _confirmed(outcome.replicated)
+        return outcome.verification, False
     if outcome.kind == "conflict":
         raise IdempotencyConflict("This Idempotency-Key was used with a different request body.")
     if outcome.kind == "blocked":
@@ -122,22 +117,10 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
         raise DestinationBlocked(f"The destination is blocked: it {why}.")
     assert outcome.verification is not None
     metrics.started(outcome.verification.channel.value)
-    jobs.enqueue_delivery(svc, verification_id, 1)
-    for entry in outcome.value.split():
-        stranded_id, attempt = entry.rsplit(":", 1)
-        log.warning("delivery %s/%s was never queued (a process died); queueing it now", stranded_id, attempt)
-        jobs.enqueue_delivery(svc, stranded_id, int(attempt))
-    # Confirmed after the enqueue, so the job is covered too; a retry finds it existing, already queued.
-    _confirmed(svc.store.replicated())
+    # The create script put the delivery in the outbox: with the WAIT in the same pipeline, an
+    # acknowledged start is on the replicas with its delivery; a retry finds it existing.
+    _confirmed(outcome.replicated)
     return outcome.verification, True
-
-
-def _deliver_if_lost(svc: Services, v: Verification) -> Verification:
-    """Queue the current attempt's delivery if its first request died between create and enqueue."""
-    if v.pending and svc.store.unqueued(v.id, v.attempt.number):
-        log.warning("delivery %s/%s was never queued (a process died); queueing it now", v.id, v.attempt.number)
-        jobs.enqueue_delivery(svc, v.id, v.attempt.number)
-    return v
 
 
 def _option_fields(svc: Services, opts: CodeOptions) -> dict[str, str]:
@@ -246,36 +229,56 @@ def end(svc: Services, verification_id: str, attempt: int, status: Status, reaso
     return outcome
 
 
-@dataclass(frozen=True)
-class CodeClaim:
-    """What a delivery may send: its code, or None; busy_for > 0: another delivery holds the attempt that long."""
-
-    code: str | None
-    busy_for: int = 0
-
-
 def delivery_lease(svc: Services) -> int:
-    """How long a delivery holds its attempt against other deliveries of it: one carrier request and a margin."""
+    """How long a sender holds a claimed delivery: one carrier request and a margin to record it."""
     return int(svc.settings.twilio_timeout) + 10
 
 
-def code_for(svc: Services, v: Verification, attempt: int, delivery: str, fresh: str) -> CodeClaim:
-    """The code a delivery sends: `fresh` on its first try, the same code on every retry, or none."""
-    channel = v.attempts[attempt - 1].channel
-    wait_for = v.delivery_deadline or svc.settings.delivery_deadline
-    deadline = wait_for if channel in fallback.SMS_CHANNELS else None
-    # Kept encrypted (Fernet) for the attempt's life, so a retry can send the same code again
-    # and the IVR can read it out; finish() and the next attempt forget it.
-    outcome = _ended(svc.store.set_code(
-        v.id, attempt, codes.digest(svc.key("code-hmac"), v.id, fresh), codes.encrypt(svc.key("code-cipher"), fresh),
-        ttl_for(svc, channel, v.code_ttl), deadline, delivery, delivery_lease(svc), _latest_expiry(svc, v, channel),
-    ))
-    if outcome.kind == "ok":
-        return CodeClaim(fresh)
-    if outcome.kind == "again" and outcome.verification is not None:
-        return CodeClaim(codes.decrypt(svc.keys("code-cipher"), outcome.verification.code_encrypted))
-    log.info("delivery %s of %s/%s sends nothing: %s", delivery, v.id, attempt, outcome.kind)
-    return CodeClaim(None, int(outcome.value) if outcome.kind == "taken" else 0)
+@dataclass(frozen=True)
+class CodeRequest:
+    """What a delivery asks of set_code.lua for one attempt: the code it would send if none exists yet."""
+
+    verification: Verification
+    attempt: int
+    fresh: str
+
+
+def code_request(svc: Services, v: Verification, attempt: int) -> CodeRequest:
+    """A delivery's candidate code: the verification's kept code, else a new one from `secrets`."""
+    return CodeRequest(v, attempt, code_to_send(svc, v))
+
+
+def code_for(svc: Services, v: Verification, attempt: int, fresh: str) -> str | None:
+    """The code one delivery sends: `fresh` on its first try, the stored one on every later try, or None."""
+    return take_codes(svc, [CodeRequest(v, attempt, fresh)])[0][0]
+
+
+def take_codes(svc: Services, requests: list[CodeRequest]) -> tuple[list[str | None], bool]:
+    """The code each delivery sends (its fresh one first, the stored one on a retry; None: send
+    nothing), in one round trip; and whether REDIS_WAIT_REPLICAS replicas hold them (and the claim)."""
+    pipe = svc.store.redis.pipeline(transaction=False)
+    for r in requests:
+        v, channel = r.verification, r.verification.attempts[r.attempt - 1].channel
+        wait_for = v.delivery_deadline or svc.settings.delivery_deadline
+        # Kept encrypted (Fernet) for the attempt's life, so a retry can send the same code again
+        # and the IVR can read it out; finish() and the next attempt forget it.
+        svc.store.set_code(
+            v.id, r.attempt, codes.digest(svc.key("code-hmac"), v.id, r.fresh),
+            codes.encrypt(svc.key("code-cipher"), r.fresh), ttl_for(svc, channel, v.code_ttl),
+            wait_for if channel in fallback.SMS_CHANNELS else None, _latest_expiry(svc, v, channel), pipe=pipe,
+        )
+    replies, confirmed = svc.store.claim_confirmed(pipe)
+    found: list[str | None] = []
+    for r, reply in zip(requests, replies):
+        outcome = _ended(svc.store.outcome(reply))  # type: ignore[arg-type]
+        if outcome.kind == "ok":
+            found.append(r.fresh)
+        elif outcome.kind == "again" and outcome.verification is not None:
+            found.append(codes.decrypt(svc.keys("code-cipher"), outcome.verification.code_encrypted))
+        else:
+            log.info("delivery of %s/%s sends nothing: %s", r.verification.id, r.attempt, outcome.kind)
+            found.append(None)
+    return found, confirmed
 
 
 def spoken_code(svc: Services, v: Verification) -> str | None:
@@ -325,9 +328,8 @@ def _advance(
         channel, position, ttl_for(svc, channel, v.code_ttl) if channel else 0, why, v.attempt.error_code,
         resend_interval, deadline_due, _latest_expiry(svc, v, channel) if channel else None,
     )))
-    if outcome.kind == "advanced":
+    if outcome.kind == "advanced":  # the new attempt's delivery is in the outbox, due now
         metrics.fallback(svc, v.attempt.channel.value, channel.value if channel else "", why)
-        jobs.enqueue_delivery(svc, v.id, int(outcome.value))
     return outcome
 
 
@@ -366,7 +368,7 @@ def resend(
 
 
 def run_timers(svc: Services, verification_id: str) -> float | None:
-    """Enforce expiry and the delivery deadline; return in how many seconds to look again, if ever."""
+    """Enforce expiry and the delivery deadline; return when to look again (Redis time), if ever."""
     v = svc.store.load(verification_id)
     if v is None or not v.pending:
         return None
@@ -383,13 +385,24 @@ def run_timers(svc: Services, verification_id: str) -> float | None:
             if outcome.kind != "not_due" or v is None:
                 return None
     due = [t for t in (v.expires_at, v.deadline) if t and t > now]
-    return (min(due) if due else v.expires_at) - now
+    return min(due) if due else v.expires_at
 
 
 def record_sent(svc: Services, verification_id: str, attempt: int, channel: Channel, sid: str | None) -> Outcome:
-    """Note that the carrier accepted an attempt (a TOTP or recovery-code attempt is ready at once)."""
+    """Note that the carrier accepted an attempt (a TOTP or recovery-code attempt is ready at once):
+    its outbox entry leaves and its next timer is set in the same step."""
     status = AttemptStatus.SENT if channel in fallback.NOTHING_SENT else AttemptStatus.QUEUED
-    return svc.store.attempt_status(verification_id, attempt, status, ATTEMPT_RANK[status], None, sid)
+    return svc.store.sent(verification_id, attempt, status, ATTEMPT_RANK[status], sid)
+
+
+def send_later(svc: Services, verification_id: str, attempt: int, error_code: int | None,
+               backoff: float | None = None) -> None:
+    """A send failed for now: try again after the next DELIVERY_RETRY_INTERVALS step (or after
+    `backoff` without using a try up: the carrier throttled us); when the tries are spent, the
+    channel is given up like any carrier failure."""
+    later = svc.store.send_later(verification_id, attempt, backoff, svc.settings.delivery_retry_intervals)
+    if later.kind == "spent":
+        record_failure(svc, verification_id, attempt, error_code, Action.FALLBACK)
 
 
 def record_failure(svc: Services, verification_id: str, attempt: int, error_code: int | None, action: Action) -> None:

@@ -1,4 +1,5 @@
-"""The rq worker process (the Procfile's `worker`): jobs, plus the supervisor for timers and recovery."""
+"""The worker process (the Procfile's `worker`): the sender (deliveries, many in flight), an rq
+worker for the rare jobs, and the supervisor for timers and recovery."""
 from __future__ import annotations
 
 import faulthandler
@@ -15,6 +16,7 @@ from rq import SimpleWorker, Worker
 from config import ConfigError
 from gateway import create_app
 from gateway.scheduler import Supervisor
+from gateway.sender import Sender
 from gateway.services import connect_redis
 
 log = logging.getLogger(__name__)
@@ -54,10 +56,12 @@ def run(app_config: Any = None, burst: bool = False) -> int:
     rq_url, variable = ((svc.settings.rq_redis_url, "RQ_REDIS_URL") if svc.settings.rq_redis_url
                         else (svc.settings.redis_url or "redis://localhost:6379/0", "REDIS_URL"))
     supervisor = Supervisor(app, svc.queue.name, connect_redis(rq_url, variable))
+    sender = Sender(app)
     delay = 0.5
     with app.app_context():
         if not burst:
             supervisor.start()
+            sender.start()
         try:
             while True:
                 worker = None
@@ -68,6 +72,7 @@ def run(app_config: Any = None, burst: bool = False) -> int:
                     supervisor.watch(worker.name)
                     if burst:
                         supervisor.beat()
+                        sender.drain()
                     worker.work(burst=burst, logging_level=svc.settings.log_level)
                     if burst or worker.stop_signalled:
                         return 0
@@ -86,6 +91,7 @@ def run(app_config: Any = None, burst: bool = False) -> int:
                         supervisor.forget(worker.name)
         finally:
             supervisor.stop()
+            sender.stop()
 
 
 def main() -> None:

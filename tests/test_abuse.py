@@ -74,7 +74,7 @@ def test_sends_per_verification_are_capped_with_max_sends(make, redis_db) -> Non
     r = client.post(f"/v1/verifications/{vid}/resend", json={"channel": "sms"})
     assert refused(r, "max_sends")
     assert len(client.get(f"/v1/verifications/{vid}").get_json()["attempts"]) == 5
-    assert redis_db.llen("rq:queue:gateway") == 5
+    assert redis_db.zrange("gw:outbox", 0, -1) == [f"{vid}:5".encode()]  # one send due: the newest attempt's
     assert metric(client, "gateway_abuse_refusals_total", reason="max_sends") == 1
     [record] = audit(redis_db, "refused")
     assert record["reason"] == "max_sends" and record["verification_id"] == vid and record["phone_number"] == PL
@@ -136,7 +136,7 @@ def test_malformed_client_ip_is_invalid_request(make, redis_db) -> None:
     app, client = make()
     r = start(client, client_ip="2001:db8::/64")
     assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid_request"
-    assert redis_db.llen("rq:queue:gateway") == 0
+    assert redis_db.zcard("gw:outbox") == 0
 
 
 def test_a_flood_from_other_clients_does_not_lock_out_the_owner(make) -> None:
@@ -274,4 +274,4 @@ def test_limits_fail_closed_on_a_redis_error(make, redis_db) -> None:
     redis_db.hset("gw:lim:global", "not", "a counter")  # every admission now errors inside Redis
     r = start(client)
     assert r.status_code == 503 and r.get_json()["error"]["code"] == "unavailable" and r.headers["Retry-After"]
-    assert redis_db.llen("rq:queue:gateway") == 0 and not redis_db.keys("gw:vf:*")
+    assert redis_db.zcard("gw:outbox") == 0 and not redis_db.keys("gw:vf:*")

@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from config import ConfigError, load_settings
-from gateway import create_app
+from gateway import create_app, jobs
+from gateway.sender import Sender
 from tests.conftest import API_KEY, gateway_env, redis_base
 from tests.sentinels import Forwarder, SentinelGroup
 from tests.stack import poll
@@ -79,9 +80,9 @@ def test_app_over_sentinel_starts_and_checks(group: SentinelGroup) -> None:
     vid = r.get_json()["id"]
     give_code(app, vid)
     assert client.post(f"/v1/verifications/{vid}/check", json={"code": "123456"}).get_json()["status"] == "approved"
-    # It went to the primary the Sentinels name, and the queue with it.
+    # It went to the primary the Sentinels name, and its delivery with it.
     primary = group.client(group.primary_port() or 0, db=2)
-    assert primary.exists(f"gw:vf:{vid}") and primary.llen("rq:queue:gateway") == 1
+    assert primary.exists(f"gw:vf:{vid}") and primary.zrange("gw:outbox", 0, -1) == [f"{vid}:1".encode()]
 
 
 def test_unknown_master_is_503_from_readyz_and_logged(group: SentinelGroup, caplog: pytest.LogCaptureFixture) -> None:
@@ -111,8 +112,9 @@ def test_queue_on_its_own_redis(group: SentinelGroup, redis_db: redis.Redis) -> 
     r = client.post("/v1/verifications", json={"to": MOBILE, "channel": "sms"})
     assert r.status_code == 201
     primary = group.client(group.primary_port() or 0, db=3)
-    assert primary.exists(f"gw:vf:{r.get_json()['id']}") and primary.llen("rq:queue:gateway") == 0
-    assert redis_db.llen("rq:queue:gateway") == 1
+    assert primary.exists(f"gw:vf:{r.get_json()['id']}") and primary.zcard("gw:outbox") == 1  # deliveries: not rq
+    jobs.enqueue_authenticator_notice(app.extensions["gateway"], "someone", None)
+    assert primary.llen("rq:queue:gateway") == 0 and redis_db.llen("rq:queue:gateway") == 1
     assert client.get("/readyz").status_code == 200
 
 
@@ -194,7 +196,7 @@ def test_wait_for_replicas_refuses_unconfirmed_changes_and_the_retry_is_safe(gro
                  .status_code != 503 and x, 20, 0.2, what="the retry confirmed")
     assert retry.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true"
     assert retry.get_json()["id"] == written
-    assert on_primary.llen("rq:queue:gateway") == 2  # one delivery each, none added by the retry
+    assert on_primary.zcard("gw:outbox") == 2  # one delivery each, none added by the retry
     assert group.client(replica, db=4).exists(f"gw:vf:{written}")
     again = poll(lambda: (x := client.post(f"/v1/verifications/{confirmed}/check", json={"code": "123456"}))
                  .status_code != 503 and x, 20, 0.2, what="the check confirmed")
@@ -205,3 +207,27 @@ def test_wait_for_more_replicas_than_exist_refuses_every_start(group: SentinelGr
     _, client = _app(group.url(5), REDIS_WAIT_REPLICAS="2", REDIS_WAIT_MS="20")
     r = client.post("/v1/verifications", json={"to": MOBILE, "channel": "sms"})
     assert r.status_code == 503 and r.get_json()["error"]["code"] == "unavailable"
+
+
+def test_a_sender_sends_only_what_the_replicas_hold(group: SentinelGroup) -> None:
+    primary = group.primary_port() or 0
+    replica = next(p for p in group.data_ports if p != primary)
+    app, client = _app(group.url(6), REDIS_WAIT_REPLICAS="1", REDIS_WAIT_MS="50", DELIVERY_RETRY_INTERVALS="60")
+    on_primary = group.client(primary, db=6)
+    on_primary.flushdb()
+    vid = client.post("/v1/verifications", json={"to": MOBILE, "channel": "sms"}).get_json()["id"]
+    sender = Sender(app)  # the carrier (127.0.0.1:9) refuses connections: a try is counted per send
+    try:
+        with app.app_context():
+            group.signal(replica, signal.SIGSTOP)  # the claim and the code cannot reach a replica
+            try:
+                sender.pass_once()
+                assert sender.throttle.in_flight == 0  # nothing handed to a sending thread
+                assert on_primary.hget(f"gw:vf:{vid}", "a1:tries") is None  # the carrier was not tried
+                assert on_primary.zscore("gw:outbox", f"{vid}:1") is not None  # released for a later claim
+            finally:
+                group.signal(replica, signal.SIGCONT)
+            poll(lambda: sender.pass_once() is not None and on_primary.hget(f"gw:vf:{vid}", "a1:tries"), 20, 0.2,
+                 what="the send once the replica holds the claim")
+    finally:
+        sender.stop()

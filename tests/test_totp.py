@@ -6,10 +6,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyotp
 import pytest
-from rq import SimpleWorker
 
 from gateway import methods, oath, verifications
 from gateway.schemas import ConfirmRequest, parse_start
+from gateway.sender import Sender
 from gateway.services import Services
 from tests.conftest import redis_dump
 
@@ -50,10 +50,12 @@ def check(client, vid: str, code: str) -> dict:  # type: ignore[no-untyped-def]
 
 
 def deliver_all(app) -> None:  # type: ignore[no-untyped-def]
-    """Run the queued delivery jobs in a real rq worker (burst), as the worker process would."""
-    svc: Services = app.extensions["gateway"]
-    with app.app_context():
-        SimpleWorker([svc.queue], connection=svc.redis).work(burst=True)
+    """Send what the outbox holds with the worker process's sender, until nothing is due."""
+    sender = Sender(app)
+    try:
+        sender.drain()
+    finally:
+        sender.stop()
 
 
 def test_enrol_returns_a_scannable_uri_and_the_secret_once(app, client, redis_db) -> None:

@@ -12,6 +12,14 @@ local p = cjson.decode(ARGV[1])
 
 if p.idem ~= '' and redis.call('EXISTS', p.idem) == 1 then return {'ok', '', ''} end
 
+-- The send backlog's bound (SEND_BACKLOG_MAX; p.backlog = {bound, outbox key}, starts only):
+-- past it a start is refused before anything is counted or written, rather than queueing a
+-- send that would go out late. Due entries only: retries waiting for their time are not backlog.
+local backlog = p.backlog
+if backlog and backlog[1] > 0 and redis.call('ZCOUNT', backlog[2], '-inf', NOW) > backlog[1] then
+  return {'refused', 'backlog', '0', ''}
+end
+
 local function count(key)
   return tonumber(redis.call('GET', key) or '0')
 end

@@ -1,9 +1,11 @@
--- KEYS: vf, audit stream, outbox. ARGV[5..]: failed attempt, next channel ('' = none left),
+-- KEYS: vf, audit stream, outbox, timers. ARGV[5..]: failed attempt, next channel ('' = none left),
 -- next chain position, next channel's ttl (s), why the failed attempt ended, error code,
 -- resend interval (s; '' = not a resend), '1' = only once the delivery deadline has passed,
--- the latest expiry the next attempt may have (absolute; '' none: gateway/abuse.py)
+-- the latest expiry the next attempt may have (absolute; '' none: gateway/abuse.py), the pub/sub
+-- channel that wakes idle senders
 -- Moves to the next channel exactly once per failed attempt, however many callbacks race.
 local vf, stream, outbox = KEYS[1], KEYS[2], KEYS[3]
+TIMERS = KEYS[4]
 local failed, channel, pos = ARGV[5], ARGV[6], ARGV[7]
 local ttl, why, err = ARGV[8], ARGV[9], ARGV[10]
 local interval, deadline_due = tonumber(ARGV[11]), ARGV[12] == '1'
@@ -21,6 +23,7 @@ if deadline_due then
   local deadline = tonumber(hget(vf, 'deadline') or '')
   if not deadline or NOW < deadline or hget(vf, p .. 'st') == 'delivered' then return reply(vf, 'not_due', '') end
 end
+redis.call('ZREM', outbox, hget(vf, 'id') .. ':' .. failed)  -- a sender's entry for the failed attempt
 redis.call('HSET', vf, p .. 'why', why)
 if err ~= '' and not hget(vf, p .. 'err') then redis.call('HSET', vf, p .. 'err', err) end
 if channel == '' then return reply(vf, 'ended', finish(vf, stream, 'failed', 'delivery_failed')) end
@@ -30,5 +33,7 @@ local expires = after(ttl, ARGV[13])
 redis.call('HSET', vf, 'n', n, 'channel', channel, 'pos', pos, 'expires', expires, 'code', '',
            'enc', '', 'deadline', '', q .. 'ch', channel, q .. 'st', 'queued', q .. 'rk', 0, q .. 'at', NOW_S)
 keep_until(vf, tonumber(expires))
-redis.call('ZADD', outbox, NOW, hget(vf, 'id') .. ':' .. n)  -- until its delivery job is queued
+redis.call('ZADD', outbox, NOW_S, hget(vf, 'id') .. ':' .. n)  -- due now: the senders take it
+redis.call('ZADD', TIMERS, 'LT', expires, hget(vf, 'id'))  -- the new attempt may expire before the timer
+redis.call('PUBLISH', ARGV[14], '1')
 return reply(vf, 'advanced', tostring(n))

@@ -1,4 +1,4 @@
--- KEYS: vf, audit stream[, user hash for 'recovery'][, inbound message marker]. ARGV[5..]: mode
+-- KEYS: vf, audit stream, timers[, user hash for 'recovery'][, inbound message marker]. ARGV[5..]: mode
 -- ('digest', 'verdict' or 'recovery'), the marker's ttl ('' without a marker), then the verdict
 -- ('1'/'0') or the candidate's digests: one per server key (the current one, then
 -- GATEWAY_SECRET_KEY_PREVIOUS), so a code digested before a key rotation still checks.
@@ -8,6 +8,7 @@
 -- The digests compared here are HMACs under a key Redis never sees, so the timing of
 -- this comparison tells an attacker nothing about the code (the double-HMAC argument).
 local vf, stream = KEYS[1], KEYS[2]
+TIMERS = KEYS[3]
 local mode, marker_ttl, given = ARGV[5], ARGV[6], ARGV[7]
 local FIRST_DIGEST = 7
 if redis.call('EXISTS', vf) == 0 then return reply(vf, 'not_found', '') end
@@ -31,7 +32,7 @@ elseif mode == 'recovery' then
   ok = false
   if hget(vf, 'channel') == 'recovery_code' then
     for i = FIRST_DIGEST, #ARGV do
-      if not ok and redis.call('HDEL', KEYS[3], 'rc:' .. ARGV[i]) == 1 then ok = true end
+      if not ok and redis.call('HDEL', KEYS[4], 'rc:' .. ARGV[i]) == 1 then ok = true end
     end
   end
 else

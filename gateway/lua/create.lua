@@ -1,15 +1,15 @@
 -- KEYS: vf, idempotency (or vf again when none), fraud block, SMS opt-out,
---       live key (or vf again when none): at most one pending verification per live key, outbox
+--       live key (or vf again when none): at most one pending verification per live key, outbox, timers
 -- ARGV[5..]: body hash, idempotency ttl, id,
 --            chain (JSON) and its first channel's ttl when not opted out, the same when opted out,
---            seconds after which an outbox entry counts as stranded, then field pairs
--- (limits on sends are admitted before, by admit.lua: gateway/abuse.py)
--- The new verification's first delivery goes into the outbox in the same step; the enqueue
--- takes it out (jobs.enqueue_delivery). 'created' answers the entries stranded longer than the
--- grace (a process died between a create and its enqueue), re-dated so that only this caller
--- enqueues them now; a duplicate enqueue would send nothing (set_code.lua's lease).
+--            the pub/sub channel that wakes idle senders, then field pairs
+-- (limits on sends, and the send backlog's bound, are admitted before, by admit.lua: gateway/abuse.py)
+-- The new verification's first delivery goes into the outbox (due now) and its expiry into the
+-- timers in the same step: the senders take it from there (gateway/sender.py), so nothing a
+-- process could die between is left to hand over.
 local vf, idem, block, optout, live, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local body_hash, idem_ttl, id, grace = ARGV[5], tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[12])
+local timers = KEYS[7]
+local body_hash, idem_ttl, id = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 if idem ~= vf then
   local seen = redis.call('GET', idem)
   if seen then
@@ -42,7 +42,7 @@ keep_until(vf, tonumber(expires))
 if live ~= vf then keep_until(live, tonumber(expires), id) end
 if idem ~= vf then redis.call('SET', idem, body_hash .. '|' .. id, 'EX', idem_ttl) end
 redis.call('HINCRBY', 'gw:metrics:started', first, 1)
-local stranded = redis.call('ZRANGEBYSCORE', outbox, '-inf', NOW - grace, 'LIMIT', 0, 10)
-for _, entry in ipairs(stranded) do redis.call('ZADD', outbox, NOW, entry) end
-redis.call('ZADD', outbox, NOW, id .. ':1')
-return reply(vf, 'created', table.concat(stranded, ' '))
+redis.call('ZADD', outbox, NOW_S, id .. ':1')
+redis.call('ZADD', timers, expires, id)
+redis.call('PUBLISH', ARGV[12], '1')
+return reply(vf, 'created', '')

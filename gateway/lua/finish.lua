@@ -1,9 +1,10 @@
--- KEYS: vf, audit stream. ARGV[5..]: status, reason, attempt ('0' = any), only_if_due ('1'/'0'),
+-- KEYS: vf, audit stream, timers. ARGV[5..]: status, reason, attempt ('0' = any), only_if_due ('1'/'0'),
 -- seconds to block the number from new verifications ('' = none; a fraud report)
 -- Ends a pending verification (cancel, expiry, keypress approval, fraud, no input, timeout).
 -- A fraud report's block is set in the same step, so no crash can end one without the other.
 -- Past its expiry (Redis time) it ends as expired instead: nothing approves after expiry.
 local vf, stream = KEYS[1], KEYS[2]
+TIMERS = KEYS[3]
 local status, reason, attempt, only_if_due, block_for = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 if redis.call('EXISTS', vf) == 0 then return reply(vf, 'not_found', '') end
 if not is_pending(vf) then return reply(vf, 'noop', hget(vf, 'status')) end

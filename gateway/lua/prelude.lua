@@ -27,6 +27,10 @@ local function after(seconds, latest)
   return string.format('%.6f', t)
 end
 
+-- The timers' schedule (gw:timers), for a script that may end a verification: set from its
+-- KEYS before anything runs, so that finish() drops the ended verification's timer.
+local TIMERS = nil
+
 local function hget(key, field)
   local v = redis.call('HGET', key, field)
   if v == false then return nil end
@@ -113,6 +117,7 @@ local function finish(key, stream, status, reason)
   redis.call('HINCRBY', 'gw:metrics:ended', f[7] .. '|' .. status .. '|' .. reason, 1)
   count_usage(status, tonumber(f[9]), f[12] or '', attempts)
   redis.call('PUBLISH', 'gw:done:' .. f[1], status)
+  if TIMERS then redis.call('ZREM', TIMERS, f[1]) end
   return cjson.encode(record)
 end
 
@@ -127,6 +132,26 @@ local function reply(key, kind, value)
   local all = redis.call('HGETALL', key)
   for i = 1, #all do out[#out + 1] = all[i] end
   return out
+end
+
+-- Move an attempt's status forward in rank (callbacks repeat and arrive out of order), noting
+-- the carrier's sid once; answers the outcome kind, the status now and the attempt count.
+local function move_status(vf, attempt, status, rank, err, sid)
+  if redis.call('EXISTS', vf) == 0 then return 'not_found', '', '' end
+  local n = tonumber(hget(vf, 'n') or '0')
+  local i = tonumber(attempt)
+  if i == nil or i < 1 or i > n then return 'no_attempt', '', '' end
+  local p = 'a' .. attempt .. ':'
+  if sid ~= '' then
+    local known = hget(vf, p .. 'sid')
+    if known and known ~= sid then return 'wrong_sid', '', '' end
+    if not known then redis.call('HSET', vf, p .. 'sid', sid) end
+  end
+  local current = tonumber(hget(vf, p .. 'rk') or '0')
+  if rank <= current then return 'unchanged', hget(vf, p .. 'st'), tostring(n) end
+  redis.call('HSET', vf, p .. 'st', status, p .. 'rk', rank)
+  if err ~= '' then redis.call('HSET', vf, p .. 'err', err) end
+  return 'changed', status, tostring(n)
 end
 
 -- Past its expiry a pending verification ends: a two-way SMS without a right reply is

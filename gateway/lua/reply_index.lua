@@ -1,7 +1,8 @@
--- KEYS: vf, reply index of (gateway sender, user number), audit stream. ARGV[5..]: attempt, index ttl, entries kept
+-- KEYS: vf, reply index of (gateway sender, user number), audit stream, timers. ARGV[5..]: attempt, index ttl, entries kept
 -- Remembers that a two-way prompt is going out, so the user's reply finds its verification.
 -- Scored by the time the prompt went out: the inbound webhook matches the newest first.
 local vf, index, stream = KEYS[1], KEYS[2], KEYS[3]
+TIMERS = KEYS[4]
 local attempt, ttl, keep = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('EXISTS', vf) == 0 then return reply(vf, 'not_found', '') end
 if not is_pending(vf) then return reply(vf, 'finished', '') end

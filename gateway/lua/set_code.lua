@@ -1,30 +1,27 @@
--- KEYS: vf, audit stream. ARGV[5..]: attempt, digest, encrypted code, code ttl (s),
--- delivery deadline (s from now; '' none), delivery id (the rq job), lease (s), latest expiry
--- (absolute; '' none: gateway/abuse.py)
+-- KEYS: vf, audit stream, outbox, timers. ARGV[5..]: attempt, digest, encrypted code, code ttl (s),
+-- delivery deadline (s from now; '' none), latest expiry (absolute; '' none: gateway/abuse.py),
+-- the outbox entry (<id>:<attempt>)
 -- A delivery takes the attempt's code, only for the attempt still current and only while the
--- verification is unexpired: a late job for an expired one ends it instead. The first try
--- stores the new code; every retry of the same delivery (rq retry, a timeout the carrier may
--- have accepted, a crashed worker's job) gets the code already made ('again', in `enc`), so
--- the user never holds two different codes. Another delivery of the same attempt (a duplicate
--- enqueue, a crashed worker's job queued anew) is refused while the first one's lease runs
--- ('taken': seconds left), and after it only if the attempt was sent ('sent').
-local vf, stream = KEYS[1], KEYS[2]
-local attempt, delivery = ARGV[5], ARGV[10]
-if redis.call('EXISTS', vf) == 0 then return reply(vf, 'not_found', '') end
-if not is_pending(vf) then return reply(vf, 'finished', '') end
-local expired = expire_if_due(vf, stream)
-if expired then return reply(vf, 'ended', expired) end
-if hget(vf, 'n') ~= attempt then return reply(vf, 'stale', '') end
-local p = 'a' .. attempt .. ':'
-local holder = hget(vf, p .. 'job')
-if holder and holder ~= delivery then
-  local left = tonumber(hget(vf, p .. 'lease') or '0') - NOW
-  if left > 0 then return reply(vf, 'taken', tostring(math.ceil(left))) end
-  if hget(vf, p .. 'sid') then return reply(vf, 'sent', '') end
+-- verification is unexpired: a late delivery for an expired one ends it instead. The first try
+-- stores the new code; every later try of the same attempt (a retry after 429/5xx, a timeout
+-- the carrier may have accepted, a crashed sender's entry claimed again) gets the code already
+-- made ('again', in `enc`), so the user never holds two different codes. Only one sender holds
+-- an attempt at a time: its outbox entry is leased by the claim (claim.lua). An entry that is
+-- no longer sendable (not_found, finished, ended, stale) leaves the outbox here.
+local vf, stream, outbox = KEYS[1], KEYS[2], KEYS[3]
+TIMERS = KEYS[4]
+local attempt = ARGV[5]
+local function drop(kind, value)
+  redis.call('ZREM', outbox, ARGV[11])
+  return reply(vf, kind, value)
 end
-redis.call('HSET', vf, p .. 'job', delivery, p .. 'lease', after(ARGV[11]))
+if redis.call('EXISTS', vf) == 0 then return drop('not_found', '') end
+if not is_pending(vf) then return drop('finished', '') end
+local expired = expire_if_due(vf, stream)
+if expired then return drop('ended', expired) end
+if hget(vf, 'n') ~= attempt then return drop('stale', '') end
 if (hget(vf, 'code') or '') ~= '' and (hget(vf, 'enc') or '') ~= '' then return reply(vf, 'again', '') end
-local expires = after(ARGV[8], ARGV[12])
+local expires = after(ARGV[8], ARGV[10])
 local deadline = ''
 if ARGV[9] ~= '' then deadline = after(ARGV[9]) end
 redis.call('HSET', vf, 'code', ARGV[6], 'enc', ARGV[7], 'expires', expires, 'deadline', deadline)

@@ -7,11 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from rq import Queue
-from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from config import load_settings
-from gateway import create_app, jobs
 from tests.stack import Stack, poll
 
 TTL = 4
@@ -84,24 +80,14 @@ def test_a_carrier_answering_after_the_timeout_gets_the_same_code_again(slow_car
     assert len(stack.inbox(to)) == 2 and message_creates(stack) == 2
 
 
-def pending_deliveries(stack: Stack) -> int:
-    """Delivery jobs queued, scheduled or running on the stack's queue."""
-    queue = Queue(load_settings(stack.env).queue_name, connection=stack.redis)
-    ids = queue.job_ids + ScheduledJobRegistry(queue=queue).get_job_ids() + StartedJobRegistry(queue=queue).get_job_ids()
-    found = [queue.fetch_job(i) for i in ids]
-    return sum(1 for job in found if job is not None and job.func_name == "gateway.jobs.deliver")
-
-
-def test_a_second_delivery_job_for_the_same_attempt_sends_nothing(slow_carrier: Stack) -> None:
-    stack, to = slow_carrier, "+48600500300"
+def test_two_workers_racing_for_the_outbox_send_each_attempt_once(slow_carrier: Stack) -> None:
+    stack = slow_carrier
     stack.stop("worker")
-    vid = stack.start_verification(to, channel="sms")["id"]
-    node = create_app(load_settings(stack.env))  # one more gateway node on the stack's Redis
-    jobs.enqueue_delivery(node.extensions["gateway"], vid, 1)  # e.g. an idempotent retry racing the first
-    assert pending_deliveries(stack) == 2
-    stack.restart("worker")
-    code = stack.sms_code(to)
-    # The second job finds the attempt held, looks again when the lease ends, and finds it sent.
-    poll(lambda: pending_deliveries(stack) == 0, 60, interval=0.5, what="both delivery jobs to finish")
-    assert codes_in(stack, to) == [code] and message_creates(stack) == 1
-    assert stack.check(vid, code)["valid"] is True
+    numbers = [f"+486005003{i:02d}" for i in range(20)]
+    started = [stack.start_verification(to, channel="sms")["id"] for to in numbers]
+    stack.spawn_worker("worker")
+    stack.spawn_worker("worker-2")  # both claim from the same outbox at once
+    for vid, to in zip(started, numbers):
+        assert stack.check(vid, stack.sms_code(to))["valid"] is True
+    assert [len(codes_in(stack, to)) for to in numbers] == [1] * len(numbers)
+    assert message_creates(stack) == len(numbers) and stack.redis.zcard("gw:outbox") == 0

@@ -1,84 +1,62 @@
-"""No acknowledged verification without a delivery: a web process whose enqueue never reaches
-Redis (as when it dies between the create and the enqueue) leaves a verification that is still
-delivered, by the client's idempotent retry or by the next start. Real processes; the fault is a
-Redis ACL that lets the web process write the gateway's keys but none of rq's."""
+"""The outbox is the send queue: one worker process has many sends in flight at once, and a
+carrier that answers 429 (20429) slows the sender down without failing anyone. Real web, worker
+and simulator processes; the simulator holds its answers or throttles, as Twilio would."""
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import pytest
-import redis
 
-from gateway.verifications import STRANDED_AFTER
-from tests.conftest import redis_base
-from tests.e2e.test_attempts import redis_now
 from tests.stack import Stack, poll
 
-USER, PASSWORD = "gw-outbox-test", uuid.uuid4().hex
-
-
-class Faulty:
-    """A stack whose processes connect as a Redis user that can lose its rights to rq's keys."""
-
-    def __init__(self) -> None:
-        self.admin = redis.Redis.from_url(redis_base())
-        self.admin.execute_command("ACL", "SETUSER", USER, "reset", "on", f">{PASSWORD}", "~*", "&*", "+@all")
-        base = urlsplit(redis_base())
-        self.stack = Stack(7, redis_server=f"{base.scheme}://{USER}:{PASSWORD}@{base.netloc}",
-                           FALLBACK_CHANNELS="", RATE_LIMIT_PER_NUMBER="1000")
-
-    def cut_off_the_queue(self) -> None:
-        """The web process can still run the gateway's scripts, but its enqueue transaction aborts."""
-        self.stack.stop("worker")
-        self.admin.execute_command("ACL", "SETUSER", USER, "resetkeys", "~gw:*")
-
-    def restore(self) -> None:
-        self.admin.execute_command("ACL", "SETUSER", USER, "~*")
-        self.stack.restart("worker")
-
-    def close(self) -> None:
-        self.stack.stop()
-        self.admin.execute_command("ACL", "DELUSER", USER)
-        self.admin.close()
+CONCURRENCY = 8
 
 
 @pytest.fixture
-def faulty() -> Iterator[Faulty]:
-    f = Faulty()
-    f.stack.start()
+def stack() -> Iterator[Stack]:
+    running = Stack(7, FALLBACK_CHANNELS="", RATE_LIMIT_PER_NUMBER="1000", SEND_CONCURRENCY=str(CONCURRENCY),
+                    DELIVERY_RETRY_INTERVALS="1", TWILIO_TIMEOUT="30", DELIVERY_DEADLINE="600")
     try:
-        yield f
+        yield running.start()
     finally:
-        f.close()
+        running.stop()
 
 
-def test_an_idempotent_retry_delivers_a_verification_whose_enqueue_was_lost(faulty: Faulty) -> None:
-    stack, to, key = faulty.stack, "+48600700100", {"Idempotency-Key": uuid.uuid4().hex}
-    faulty.cut_off_the_queue()
-    lost = stack.api("POST", "/v1/verifications", {"to": to, "channel": "sms"}, headers=key)
-    assert lost.status_code >= 500  # never acknowledged
-    faulty.restore()
-    [vid] = [k.decode()[len("gw:vf:"):] for k in stack.redis.scan_iter("gw:vf:*")]  # the create went through
-    retry = stack.api("POST", "/v1/verifications", {"to": to, "channel": "sms"}, headers=key)
-    assert retry.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true" and retry.json()["id"] == vid
-    again = stack.api("POST", "/v1/verifications", {"to": to, "channel": "sms"}, headers=key)
-    assert again.status_code == 201
-    code = stack.sms_code(to)
-    assert stack.check(vid, code)["valid"] is True
-    assert len(stack.inbox(to)) == 1  # two retries, one SMS
+def test_one_worker_has_as_many_sends_in_flight_as_the_setting_allows(stack: Stack) -> None:
+    numbers = [f"+486007001{i:02d}" for i in range(CONCURRENCY + 4)]
+    for to in numbers:  # the carrier takes each message at once but answers only 6 s later
+        stack.sim("PUT", f"handsets/{to}/behaviour", {"rest_delay_ms": 6000})
+    started = [stack.start_verification(to, channel="sms")["id"] for to in numbers]
+
+    def reached() -> list[str]:
+        return [to for to in numbers if stack.inbox(to)]
+
+    first = poll(lambda: len(reached()) >= CONCURRENCY and reached(), 20, what="the sends in flight")
+    # No answer has come back yet (a recorded send leaves the outbox), so all of these are in
+    # flight together, and no more than the setting: the others wait for a free slot.
+    assert stack.redis.zcard("gw:outbox") == len(numbers)
+    assert len(first) == CONCURRENCY
+    for vid, to in zip(started, numbers):
+        assert stack.check(vid, stack.sms_code(to, timeout=40))["valid"] is True
+    assert [len(stack.inbox(to)) for to in numbers] == [1] * len(numbers)
 
 
-def test_the_next_start_delivers_a_verification_whose_enqueue_was_lost(faulty: Faulty) -> None:
-    stack, to, other = faulty.stack, "+48600700200", "+48600700300"
-    faulty.cut_off_the_queue()
-    assert stack.api("POST", "/v1/verifications", {"to": to, "channel": "sms"}).status_code >= 500
-    faulty.restore()
-    [(entry, score)] = stack.redis.zrange("gw:outbox", 0, -1, withscores=True)
-    vid = entry.decode().split(":")[0]
-    poll(lambda: redis_now(stack.redis) > score + STRANDED_AFTER, STRANDED_AFTER + 20, what="the entry to strand")
-    stack.start_verification(other, channel="sms")
-    assert stack.check(vid, stack.sms_code(to))["valid"] is True
-    assert stack.sms_code(other)
-    assert stack.redis.zcard("gw:outbox") == 0
+def test_a_burst_of_429s_slows_the_sender_and_every_verification_is_delivered(stack: Stack) -> None:
+    numbers = [f"+486007002{i:02d}" for i in range(6)]
+    throttled = {"sms": "reject", "sms_error_code": 20429}  # HTTP 429 + Twilio error 20429
+    for to in numbers:
+        stack.sim("PUT", f"handsets/{to}/behaviour", throttled)
+    started = [stack.start_verification(to, channel="sms")["id"] for to in numbers]
+
+    def throttled_sends() -> int:
+        return sum(1 for r in stack.sim("GET", "requests")["requests"]
+                   if r["path"].endswith("/Messages.json") and r["status"] == 429)
+
+    # Three 429s per verification: more than DELIVERY_RETRY_INTERVALS (one retry) would allow
+    # if a throttled send used a try up.
+    poll(lambda: throttled_sends() >= 3 * len(numbers), 60, 0.2, what="repeated 429s")
+    for to in numbers:
+        stack.sim("PUT", f"handsets/{to}/behaviour", {"sms": "deliver"})
+    for vid, to in zip(started, numbers):
+        assert stack.check(vid, stack.sms_code(to, timeout=30))["status"] == "approved"
+    assert [len(stack.inbox(to)) for to in numbers] == [1] * len(numbers)  # one accepted send each

@@ -1,0 +1,77 @@
+"""The sender's bounds: the send backlog refuses starts with 503 + Retry-After (and /metrics shows
+it), and the in-flight limit halves on a carrier 429 and grows back. Real Redis, no carrier."""
+from __future__ import annotations
+
+import pytest
+import redis
+
+from gateway import create_app
+from gateway.sender import Sender, Throttle
+from tests.conftest import API_KEY, redis_dump
+from tests.test_abuse import metric
+
+MOBILE = "+48600100200"
+
+
+@pytest.fixture
+def bounded(settings):  # type: ignore[no-untyped-def]
+    app = create_app(settings.replace(send_backlog_max=2))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+    return app, client
+
+
+def start(client, to: str):  # type: ignore[no-untyped-def]
+    return client.post("/v1/verifications", json={"to": to, "channel": "sms"})
+
+
+def test_starts_past_the_send_backlog_bound_are_refused_with_503_and_change_nothing(
+        bounded, redis_db: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    app, client = bounded
+    for i in range(3):  # no worker runs: each start's delivery stays due in the outbox
+        assert start(client, f"+4860010030{i}").status_code == 201
+    assert metric(client, "gateway_send_backlog") == 3 and metric(client, "gateway_send_backlog_max") == 2
+    before = redis_dump(redis_db)
+    r = start(client, "+48600100399")
+    assert r.status_code == 503 and r.get_json()["error"]["code"] == "unavailable"
+    assert int(r.headers["Retry-After"]) > 0
+    assert redis_dump(redis_db) == before  # no limit counted, nothing created
+    # Once senders have worked the backlog down, starts are taken again.
+    app.extensions["gateway"].redis.delete("gw:outbox")
+    assert start(client, "+48600100399").status_code == 201
+
+
+def test_no_bound_when_the_setting_is_zero(settings, redis_db: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    client = create_app(settings.replace(send_backlog_max=0)).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+    assert all(start(client, f"+4860010040{i}").status_code == 201 for i in range(4))
+
+
+def test_a_429_halves_the_in_flight_limit_and_successes_grow_it_back_by_one() -> None:
+    throttle = Throttle(32)
+    assert throttle.take(64, 0) == 32  # never more in flight than the setting
+    assert throttle.take(1, 0) == 0
+    throttle.done(throttled=True)
+    assert throttle.limit == 16 and throttle.take(64, 0) == 0  # 31 still in flight, above the new limit
+    for _ in range(20):
+        throttle.done(throttled=True)
+    assert throttle.limit == 1  # never below one
+    throttle.give_back(throttle.in_flight)
+    for _ in range(5):
+        assert throttle.take(1, 0) == 1
+        throttle.done(throttled=False)
+    assert throttle.limit == 6
+    for _ in range(100):
+        throttle.take(1, 0)
+        throttle.done(throttled=False)
+    assert throttle.limit == 32 and throttle.in_flight == 0
+
+
+def test_nothing_due_means_a_sender_waits_and_sends_nothing(app, redis_db: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    sender = Sender(app)
+    try:
+        with app.app_context():
+            assert sender.pass_once() > 0
+        assert sender.throttle.in_flight == 0
+    finally:
+        sender.stop()
