@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 import json
 import re
@@ -13,6 +14,7 @@ from gateway.errors import InvalidRequest
 from gateway.models import Channel, Status, iso
 from gateway.schemas import USER_ID
 from gateway.services import Services
+from gateway.store import AUDIT_STREAM, USER_AUDIT_STREAM
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
@@ -21,15 +23,16 @@ BATCH = 500
 # on from: a filter that matches nothing in a month of records still answers promptly.
 SCAN_BUDGET = 20_000
 # \A…\Z and ASCII digits: $ also matches before a final newline, \d also matches other scripts' digits.
-CURSOR = re.compile(r"\A[0-9]{1,15}-[0-9]{1,10}\Z")
+# A cursor is the last entry a page examined: its stream id, plus "-u" when it was in gw:audit:users.
+CURSOR = re.compile(r"\A[0-9]{1,15}-[0-9]{1,10}(-u)?\Z")
 E164 = re.compile(r"\A\+[1-9][0-9]{6,14}\Z")
 ENDED = tuple(s.value for s in Status if s is not Status.PENDING)
 # Abuse refusals share the stream (docs/abuse.md): `status=refused` finds them.
 STATUSES = (*ENDED, "refused")
-FIELDS = (  # abuse records (docs/abuse.md) fill event, action, breaker and operator
-    "event", "action", "breaker", "operator", "verification_id", "user_id", "first_name", "last_name", "email",
-    "phone_number", "country", "device_token", "mode", "channel", "channels", "result", "status", "reason", "client_ip",
-    "server_name", "server_ip", "created_at", "ended_at", "attempts",
+FIELDS = (  # abuse records (docs/abuse.md) fill event, action, breaker, operator; changes to methods event, how, proof
+    "event", "action", "breaker", "operator", "how", "proof_verification_id", "verification_id", "user_id",
+    "first_name", "last_name", "email", "phone_number", "country", "device_token", "mode", "channel", "channels",
+    "result", "status", "reason", "client_ip", "server_name", "server_ip", "created_at", "ended_at", "attempts",
 )
 # OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -62,7 +65,8 @@ class Filters:
 
 @dataclass(frozen=True)
 class Page:
-    """Records newest first, and where the next page starts (None: nothing older)."""
+    """Records newest first, and where the next page starts (None: nothing older): the last entry
+    examined, in either stream."""
 
     records: list[dict[str, object]]
     next_cursor: str | None
@@ -151,6 +155,15 @@ def record_from(fields: Mapping[str, str]) -> dict[str, object]:
     }
 
 
+def user_record_from(fields: Mapping[str, str]) -> dict[str, object]:
+    """A gw:audit:users entry (a change to a user's methods) in the record's shape: the change's
+    time as created_at and ended_at, what no verification gave as null."""
+    at = fields.get("at", "")
+    shared = {name: fields[name] for name in ("user_id", "server_name", "server_ip") if name in fields}
+    return {**record_from({**shared, "created_at": at, "ended_at": at}), "event": fields.get("event"),
+            "how": fields.get("how") or None, "proof_verification_id": fields.get("proof_verification_id") or None}
+
+
 def _abuse_event(fields: Mapping[str, str]) -> dict[str, object]:
     """What an abuse record adds (docs/abuse.md): the event, and for breakers which one and who reset it."""
     if not fields.get("event"):
@@ -161,20 +174,56 @@ def _abuse_event(fields: Mapping[str, str]) -> dict[str, object]:
     return extra
 
 
-def _entries(svc: Services, f: Filters) -> Iterator[tuple[str, dict[str, str]]]:
-    """Stream entries in the time range and after the cursor, newest first, in batches."""
+_Tagged = tuple[tuple[tuple[int, int], int], str, dict[str, str]]
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
+
+
+def _stream(svc: Services, stream: str, newest: str, oldest: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """One stream's entries from newest down to oldest (XREVRANGE bounds), in batches."""
     # Stream ids start at 0-0 (1970): nothing lies before them, and Redis refuses a bound
     # below them (an exclusive "(0-0" or a negative time) instead of answering an empty range.
-    if (f.cursor and not any(map(int, f.cursor.split("-")))) or (f.until and _ms(f.until) < 0):
+    if newest.startswith("(") and _id(newest[1:]) == (0, 0):
         return
-    newest = f"({f.cursor}" if f.cursor else (str(_ms(f.until)) if f.until else "+")
-    oldest = str(_ms(f.since)) if f.since and _ms(f.since) > 0 else "-"
     while True:
-        batch = svc.store.audit_entries(newest, oldest, BATCH)
+        batch = svc.store.audit_entries(newest, oldest, BATCH, stream)
         yield from batch
         if len(batch) < BATCH:
             return
         newest = f"({batch[-1][0]}"
+
+
+def _tagged(entries: Iterator[tuple[str, dict[str, str]]], rank: int, suffix: str) -> Iterator[_Tagged]:
+    """A stream's entries with their merge order (id, then rank) and cursor."""
+    for entry_id, fields in entries:
+        yield (_id(entry_id), rank), entry_id + suffix, fields
+
+
+def _entries(svc: Services, f: Filters, users: bool = True) -> Iterator[tuple[str, dict[str, str]]]:
+    """Entries in the time range and after the cursor, newest first, each with its cursor:
+    gw:audit merged with gw:audit:users (cursors ending in -u; see to_record)."""
+    if f.until and _ms(f.until) < 0:
+        return
+    oldest = str(_ms(f.since)) if f.since and _ms(f.since) > 0 else "-"
+    top = str(_ms(f.until)) if f.until else "+"
+    after = f.cursor.removesuffix("-u") if f.cursor else None
+    # The streams may hold the same id; at a tie gw:audit's entry comes first, so after a cursor
+    # in gw:audit the users' entry of that very id is still to come (an inclusive bound).
+    in_users = bool(f.cursor and f.cursor.endswith("-u"))
+    sources = [_tagged(_stream(svc, AUDIT_STREAM, f"({after}" if after else top, oldest), 1, "")]
+    if users:
+        newest = (f"({after}" if in_users else after) if after else top
+        sources.append(_tagged(_stream(svc, USER_AUDIT_STREAM, newest, oldest), 0, "-u"))
+    for _, cursor, fields in heapq.merge(*sources, key=lambda e: e[0], reverse=True):
+        yield cursor, fields
+
+
+def to_record(cursor: str, fields: Mapping[str, str]) -> dict[str, object]:
+    """An entry of either stream as the API shows it (its cursor tells which stream)."""
+    return user_record_from(fields) if cursor.endswith("-u") else record_from(fields)
 
 
 def search(svc: Services, f: Filters) -> Page:
@@ -182,10 +231,10 @@ def search(svc: Services, f: Filters) -> Page:
     limit = f.limit or DEFAULT_LIMIT
     found: list[dict[str, object]] = []
     examined, last_id = 0, None
-    for entry_id, fields in _entries(svc, f):
+    for cursor, fields in _entries(svc, f):
         examined += 1
-        last_id = entry_id
-        record = record_from(fields)
+        last_id = cursor
+        record = to_record(cursor, fields)
         if f.matches(record):
             found.append(record)
             if len(found) == limit:
@@ -200,8 +249,8 @@ def search(svc: Services, f: Filters) -> Page:
 def iterate(svc: Services, f: Filters) -> Iterator[dict[str, object]]:
     """Every matching record, newest first (up to the limit when one is given)."""
     count = 0
-    for _, fields in _entries(svc, f):
-        record = record_from(fields)
+    for cursor, fields in _entries(svc, f):
+        record = to_record(cursor, fields)
         if f.matches(record):
             yield record
             count += 1
@@ -211,7 +260,7 @@ def iterate(svc: Services, f: Filters) -> Iterator[dict[str, object]]:
 
 def find(svc: Services, verification_id: str) -> dict[str, object] | None:
     """The audit record of one verification, looked for among the newest SCAN_BUDGET entries."""
-    for count, (_, fields) in enumerate(_entries(svc, Filters())):
+    for count, (_, fields) in enumerate(_entries(svc, Filters(), users=False)):
         if fields.get("verification_id") == verification_id:
             return record_from(fields)
         if count >= SCAN_BUDGET:

@@ -414,11 +414,14 @@ class Store:
         """Add one to a cluster-wide counter."""
         self.redis.hincrby(f"gw:metrics:{name}", label, 1)
 
-    def audit_entries(self, newest: str, oldest: str, count: int) -> list[tuple[str, dict[str, str]]]:
-        """Audit stream entries between two stream ids (XREVRANGE bounds), newest first."""
+    def audit_entries(
+        self, newest: str, oldest: str, count: int, stream: str = AUDIT_STREAM
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Entries of an audit stream (gw:audit, or USER_AUDIT_STREAM) between two stream ids
+        (XREVRANGE bounds), newest first."""
         return [
             (entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()})
-            for entry_id, fields in self.redis.xrevrange(AUDIT_STREAM, newest, oldest, count=count)
+            for entry_id, fields in self.redis.xrevrange(stream, newest, oldest, count=count)
         ]
 
     def usage_counters(self, keys: list[str]) -> list[dict[str, int]]:

@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 
+import pyotp
 import pytest
 
 from gateway import audit, verifications
@@ -180,3 +182,67 @@ def test_refusals_of_the_abuse_limits_are_records_too(admin, client) -> None:
     assert (record["event"], record["result"], record["phone_number"]) == ("refused", "denied", ANNA)
     assert record["reason"] and record["attempts"] == [] and record["action"] == "start"
     assert admin.get("/v1/audit?status=refused&channel=sms").get_json()["records"] == [record]
+
+
+def _walk(admin, query: str) -> list[list[dict]]:  # type: ignore[no-untyped-def]
+    """Every page of a search, following next_cursor (at most 50: a cursor that does not move on fails)."""
+    pages, cursor = [], None
+    for _ in range(50):
+        r = admin.get(f"/v1/audit?{query}" + (f"&cursor={cursor}" if cursor else ""))
+        assert r.status_code == 200, r.get_json()
+        pages.append(r.get_json()["records"])
+        cursor = r.get_json()["next_cursor"]
+        if cursor is None:
+            return pages
+    raise AssertionError(f"next_cursor still {cursor} after 50 pages")
+
+
+def test_changes_to_a_users_methods_are_found_by_user_id_among_the_verifications(app, client, admin) -> None:
+    from tests.test_totp_enrolment import PERIOD, activate
+
+    activate(client, "erin")  # enrol + confirm: authenticator_activated (first)
+    proof = ended(app, client, ANNA, "approved", user_id="erin")
+    ended(app, client, BOB, "denied", user_id="bob")  # someone else's
+    r = client.post("/v1/users/erin/totp")
+    new = pyotp.parse_uri(r.get_json()["otpauth_uri"])
+    r = client.post("/v1/users/erin/totp/confirm", json={"code": new.at(time.time() - PERIOD), "verification_id": proof})
+    assert r.status_code == 200, r.get_json()  # authenticator_replaced (proof)
+    assert admin.delete("/v1/users/erin").status_code == 204  # methods_reset (admin)
+
+    records = admin.get("/v1/audit?user_id=erin").get_json()["records"]
+    assert [(x.get("event"), x.get("how"), x["verification_id"]) for x in records] == [
+        ("methods_reset", "admin", None), ("authenticator_replaced", "proof", None), (None, None, proof),
+        ("authenticator_activated", "first", None)]
+    replaced = records[1]
+    assert replaced["proof_verification_id"] == proof and replaced["user_id"] == "erin"
+    assert replaced["status"] is None and replaced["phone_number"] is None and replaced["attempts"] == []
+    assert replaced["ended_at"] == replaced["created_at"] and replaced["ended_at"].endswith("Z")
+    assert records[0]["ended_at"] >= replaced["ended_at"] >= records[2]["ended_at"] >= records[3]["ended_at"]
+    pages = _walk(admin, "user_id=erin&limit=1")
+    assert [p for p in pages if p] == [[x] for x in records]  # each once, in order
+    # filters that a change to methods has no value for leave it out
+    assert [x["verification_id"] for x in admin.get("/v1/audit?user_id=erin&status=approved").get_json()["records"]] == [proof]
+    assert all(x["verification_id"] for x in admin.get(f"/v1/audit?to=%2B{ANNA[1:]}").get_json()["records"])
+    rows = list(csv.DictReader(io.StringIO(admin.get("/v1/audit.csv?user_id=erin").get_data(as_text=True))))
+    assert [(row["event"], row["how"]) for row in rows] == [(x.get("event", ""), x.get("how") or "") for x in records]
+
+
+def test_the_cursor_walks_both_streams_once_even_where_their_ids_are_equal(admin, redis_db) -> None:
+    base = 1_790_000_000_000
+    for n in range(3):
+        _add(redis_db, base + n * 1000, n)  # vf_0, vf_1, vf_2 in gw:audit
+
+    def change(ms: int, event: str) -> None:
+        redis_db.xadd("gw:audit:users", {"event": event, "user_id": "u", "how": "first", "proof_verification_id": "",
+                                         "server_name": "t", "server_ip": "", "at": str(ms / 1000)}, id=f"{ms}-0")
+
+    change(base + 1000, "authenticator_activated")  # the same id as vf_1
+    change(base + 1500, "recovery_codes_regenerated")
+    change(base + 2000, "methods_reset")  # the same id as vf_2
+    expected = ["vf_2", "methods_reset", "recovery_codes_regenerated", "vf_1", "authenticator_activated", "vf_0"]
+    for limit in (1, 2, 4, 6):
+        pages = _walk(admin, f"limit={limit}")
+        assert [x["verification_id"] or x["event"] for p in pages for x in p] == expected, limit
+    since, until = audit.iso(base / 1000 + 1), audit.iso(base / 1000 + 2)
+    r = admin.get(f"/v1/audit?since={since}&until={until}").get_json()
+    assert [x["verification_id"] or x["event"] for x in r["records"]] == expected[:5]

@@ -107,7 +107,7 @@ def test_user_page_and_lost_phone_reset_recorded_with_the_key_id(app, client, co
     vid = ended(app, client, ANNA, "approved", user_id="anna")
     page = console.get("/console/users/anna").get_data(as_text=True)
     assert 'id="app-state">active<' in page and "TOK-anna" in page and vid in page
-    assert 'id="recovery-codes">10<' in page
+    assert 'id="recovery-codes">10<' in page and "authenticator_activated (first)" in page
     assert not SECRETS.search(page)
     token = form_token(page)
     assert console.post("/console/users/anna/reset", data={"csrf_token": token + "x"}).status_code == 403
@@ -116,7 +116,8 @@ def test_user_page_and_lost_phone_reset_recorded_with_the_key_id(app, client, co
     assert r.status_code == 302 and not redis_db.exists("gw:user:anna")
     page = console.get("/console/users/anna").get_data(as_text=True)
     assert "reset_user" in page and "method(s) removed" in page and ADMIN_KEY not in page
-    assert 'id="app-state">none<' in page
+    assert 'id="app-state">none<' in page and "methods_reset (admin)" in page  # gw:audit:users beside gw:audit
+    assert page.index("methods_reset") < page.index(vid) < page.index("authenticator_activated")  # newest first
     [action] = [f for _, f in redis_db.xrange("gw:actions") if f[b"action"] == b"reset_user"]
     assert action[b"key_id"].startswith(b"key_") and action[b"via"] == b"console"
 

@@ -177,7 +177,7 @@ def _user_page(user_id: str) -> dict[str, object]:
     actions = operators.recent(svc, target=user_id)
     if not (found.known or found.enrolled or records or actions):
         raise NotFound(f"The gateway knows nothing of user {user_id}.")
-    numbers = list(dict.fromkeys(str(r["phone_number"]) for r in records))
+    numbers = list(dict.fromkeys(str(r["phone_number"]) for r in records if r["phone_number"]))
     app = "active" if found.app_secret_encrypted else ("pending" if found.pending_secret_encrypted else "none")
     return {"user_id": user_id, "app": app, "pending_until": found.pending_expires, "tokens": found.tokens,
             "recovery_codes": found.recovery_codes,
