@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from config.prices import Price, PriceList
 from gateway import create_app, verifications
 from gateway.models import AttemptStatus
 from gateway.services import Services
@@ -250,6 +251,31 @@ def test_daily_budget_warns_at_80_percent_and_refuses_at_100(make) -> None:
     assert metric(client, "gateway_spend_today", budget="global") == pytest.approx(0.08)
     assert refused(start(client, c), "spend_cap")
     assert start(client, a).status_code == 201  # a converted number still gets its code
+
+
+@pytest.mark.parametrize("budgets, label", [
+    ({"daily_budget": 1.0, "daily_budget_per_country": 0}, "global"),
+    ({"daily_budget": 0, "daily_budget_per_country": 1.0}, "PL"),
+])
+def test_the_spend_warning_comes_at_exactly_80_percent_and_once(make, caplog, budgets, label) -> None:
+    prices = PriceList(countries={"PL": Price(sms=0.79, call_minute=0.01)})  # a call: 1 % of the budget
+    app, client = make(prices=prices, **budgets)
+    a, b, c, d = numbers("+48600", 4)
+
+    def warnings() -> tuple[float, int]:
+        said = [r for r in caplog.records if "spend has reached 80%" in r.getMessage()]
+        return metric(client, "gateway_spend_warnings_total", budget=label), len(said)
+
+    assert start(client, a).status_code == 201
+    assert metric(client, "gateway_spend_today", budget=label) == pytest.approx(0.79)
+    assert warnings() == (0, 0)  # 79 %: no warning yet
+    assert start(client, b, channel="call", ivr_mode="code").status_code == 201
+    assert metric(client, "gateway_spend_today", budget=label) == pytest.approx(0.80)
+    assert warnings() == (1, 1)  # exactly 80 %: one warning, counted and logged
+    for to in (c, d):  # 81 %, 82 %: still under the cap, no second warning
+        assert start(client, to, channel="call", ivr_mode="code").status_code == 201
+    assert metric(client, "gateway_spend_today", budget=label) == pytest.approx(0.82)
+    assert warnings() == (1, 1)
 
 
 def test_country_budget_refuses_only_that_country(make) -> None:
