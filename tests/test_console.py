@@ -1,13 +1,16 @@
 """The helpdesk console in-process: sign-in, sessions, CSRF, pages, actions and what they never show."""
 from __future__ import annotations
 
+import dataclasses
 import re
+import time
 
 import pyotp
 import pytest
 
-from gateway import methods, oath
+from gateway import create_app, methods, oath
 from tests.conftest import ADMIN_KEY, API_KEY
+from tests.test_abuse import numbers, refused, start
 from tests.test_audit import ANNA, BOB, ended
 
 SECRETS = re.compile(r"[A-Z2-7]{32}")  # a base32 TOTP secret or token seed
@@ -175,3 +178,46 @@ def test_a_number_with_a_final_newline_is_refused_not_looked_up(client, console)
     assert console.get(f"/console/numbers/{ANNA}").status_code == 200
     r = console.get("/console/numbers/%2B48600100200%0A")  # $ matched before the newline: a 404 for "another" number
     assert r.status_code == 400 and "E.164" in r.get_data(as_text=True)
+
+
+def test_an_operator_sees_a_tripped_breaker_and_resets_it_audited(settings, redis_db) -> None:
+    app = create_app(settings.replace(abuse=dataclasses.replace(settings.abuse, pumping_min_sends=3)))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+    console = app.test_client()
+    assert sign_in(console).status_code == 302
+    *pumped, victim = numbers("+48600", 4)
+    for to in pumped:  # three sends, none converted: the +48 600 range trips
+        assert start(client, to).status_code == 201
+    assert refused(start(client, victim), "fraud_suspected")
+    breakers = app.extensions["gateway"].abuse.breakers
+    assert [(b.scope, b.id) for b in breakers(time.time())] == [("prefix", "48600")]
+
+    page = console.get(f"/console/numbers/{victim}").get_data(as_text=True)
+    row = page[page.index('id="breakers"'):page.index("</tr>", page.index('id="breakers"'))]
+    assert "tripped" in row and "+48 600" in row and "0 of 3 sends converted" in row
+    action = f"/console/numbers/{victim}/breakers/prefix/48600/reset"
+    assert f'action="{action}"' in row
+    token = form_token(page)
+    assert console.post(action, data={"csrf_token": token + "x"}).status_code == 403  # no valid CSRF token
+    assert start(client, "+48601100200").status_code == 201  # known to the gateway, in the next range
+    other = "/console/numbers/+48601100200/breakers/prefix/48600/reset"  # the breaker does not cover it
+    assert console.post(other, data={"csrf_token": token}).status_code == 404
+    assert [(b.scope, b.id) for b in breakers(time.time())] == [("prefix", "48600")]  # both changed nothing
+    def resets() -> list[dict[bytes, bytes]]:
+        return [f for _, f in redis_db.xrange("gw:actions") if f[b"action"] == b"reset_breaker"]
+
+    assert not resets() and not [x for _, x in redis_db.xrange("gw:audit") if x.get(b"event") == b"breaker_reset"]
+
+    r = console.post(action, data={"csrf_token": token})
+    assert r.status_code == 302 and r.headers["Location"].startswith(f"/console/numbers/{victim}")
+    assert breakers(time.time()) == []
+    page = console.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Done: breaker reset" in page and "none tripped for this number" in page
+    assert start(client, victim).status_code == 201  # the range sends again
+    [done] = resets()
+    assert (done[b"action"], done[b"target"], done[b"via"]) == (b"reset_breaker", b"prefix:48600", b"console")
+    assert done[b"key_id"].startswith(b"key_") and ADMIN_KEY.encode() not in done[b"key_id"]
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    [reset] = [x for x in client.get("/v1/audit", headers=admin).get_json()["records"] if x.get("event") == "breaker_reset"]
+    assert reset["breaker"] == "prefix:48600" and reset["operator"] == done[b"key_id"].decode()
