@@ -47,7 +47,7 @@ def read(verification_id: str) -> Response:
     raw = request.args.get("wait")
     if raw is None:
         return jsonify(verifications.get(services(), verification_id).to_json())
-    if not raw.isdigit() or int(raw) > 30:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 30:  # isdigit alone takes "²", which int() refuses
         raise InvalidRequest("'wait' must be a whole number of seconds from 0 to 30.")
     return jsonify(verifications.wait(services(), verification_id, int(raw)).to_json())
 

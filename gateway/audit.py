@@ -107,7 +107,7 @@ def parse_filters(args: Mapping[str, str], paged: bool = True) -> Filters:
     limit = None
     if args.get("limit"):
         raw = args["limit"]
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:  # isdigit alone takes "²"
             raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_LIMIT}.")
         limit = int(raw)
     elif paged:

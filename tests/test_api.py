@@ -211,7 +211,7 @@ def test_wait_wakes_when_approved(app, client) -> None:
 
 def test_bad_wait_values(client) -> None:
     vid = start(client).get_json()["id"]
-    for value in ("31", "-1", "abc"):
+    for value in ("31", "-1", "abc", "%C2%B2", "%D9%A3"):  # "²" was a 500, an Arabic-Indic 3 a wait of 3 s
         assert client.get(f"/v1/verifications/{vid}?wait={value}").status_code == 400
 
 

@@ -219,5 +219,6 @@ def test_an_operator_sees_a_tripped_breaker_and_resets_it_audited(settings, redi
     assert (done[b"action"], done[b"target"], done[b"via"]) == (b"reset_breaker", b"prefix:48600", b"console")
     assert done[b"key_id"].startswith(b"key_") and ADMIN_KEY.encode() not in done[b"key_id"]
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    [reset] = [x for x in client.get("/v1/audit", headers=admin).get_json()["records"] if x.get("event") == "breaker_reset"]
+    records = client.get("/v1/audit", headers=admin).get_json()["records"]
+    [reset] = [x for x in records if x.get("event") == "breaker_reset"]
     assert reset["breaker"] == "prefix:48600" and reset["operator"] == done[b"key_id"].decode()

@@ -43,8 +43,9 @@ def test_booleans_integers_and_pages() -> None:
     with pytest.raises(TwilioError):
         forms.boolean({"X": "yes"}, "X")
     assert forms.integer({"N": "7"}, "N", 4, 10) == 7
-    with pytest.raises(TwilioError):
-        forms.integer({"N": "-5"}, "N", 4, 10)
+    for bad in ("-5", "²", "٧"):  # "²" passes str.isdigit but not int(): it was a 500
+        with pytest.raises(TwilioError):
+            forms.integer({"N": bad}, "N", 4, 10)
     assert forms.page({}) == (0, 50) and forms.page({"Page": "2", "PageSize": "20"}) == (2, 20)
 
 

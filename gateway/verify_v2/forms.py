@@ -42,7 +42,7 @@ def integer(form: Mapping[str, str], name: str, low: int, high: int) -> int | No
     value = form.get(name)
     if value is None or value == "":
         return None
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:  # isdigit alone takes "²"
         raise invalid(name, f"a whole number from {low} to {high}")
     return int(value)
 
