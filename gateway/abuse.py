@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
+from collections.abc import Callable
 from typing import Any
 
 import phonenumbers
 import redis
 
+from gateway import keys
 from gateway.abuse_store import Admission
 from gateway.errors import DestinationBlocked, RateLimited, Unavailable
 from gateway.models import Channel, Verification
 from gateway.phone import NumberType, PhoneNumber
 from gateway.services import Services
-from gateway.store import OUTBOX, key_for, user_key
+from gateway.store import Allowance
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,32 @@ def check_number_type(svc: Services, number: PhoneNumber) -> None:
         raise DestinationBlocked(f"Numbers of type {number.type.value} are not allowed here.")
 
 
+def pump_keys(scope: str, scope_id: str, window: int, now: float, around: int = 0) -> list[str]:
+    """The buckets of a range's or country's pumping window at `now`, oldest first, the current
+    one last (around: that many more on either side)."""
+    size = max(window // BUCKETS, 1)
+    current = int(now // size)
+    return [keys.pump(scope, scope_id, b) for b in range(current - BUCKETS + 1 - around, current + 1 + around)]
+
+
+def _timed(svc: Services, payload: dict[str, Any], current_only: bool = False) -> Callable[[float], dict[str, Any]]:
+    """The request with the keys that depend on the time (the spend day, the pumping buckets)
+    chosen at a given time. The script checks them against Redis's clock, and the store chooses
+    again at Redis's time when they disagree (AbuseStore._clocked): Redis's clock decides."""
+    window = svc.settings.abuse.pumping_window
+    size = max(window // BUCKETS, 1)
+
+    def at(now: float) -> dict[str, Any]:
+        day = int(now // keys.DAY)
+        buckets = {scope: pump_keys(scope, payload[scope], window, now) for scope in ("prefix", "country")}
+        return payload | {
+            "keys": payload["keys"] | {"spend": keys.spend(day)},
+            "pump_keys": {scope: found[-1:] if current_only else found for scope, found in buckets.items()},
+            "clock": {"size": size, "bucket": int(now // size), "day": day},
+        }
+    return at
+
+
 def _cost(svc: Services, country: str, channel: Channel) -> int:
     price = svc.settings.abuse.prices.for_country(country)
     amount = price.sms * SMS_SEGMENTS if channel is not Channel.CALL else price.call_minute * CALL_MINUTES
@@ -91,20 +118,31 @@ def _payload(
     client = ip or (f"u:{user_id}" if user_id else "")
     window = s.rate_limit_window
     limits: dict[str, list[object]] = {
-        "pair": [s.rate_limit_per_number, window, f"gw:lim:pair:{e164}:{client}"],
-        "number": [a.per_number_any_client, window, f"gw:lim:number:{e164}"],
-        "country": [a.per_country, window, f"gw:lim:country:{country}"],
-        "global": [a.global_per_minute, 60, "gw:lim:global"],
-        "confirm": [a.confirm_calls_per_hour, 3600, f"gw:lim:confirm:{e164}"],
+        "pair": [s.rate_limit_per_number, window],
+        "number": [a.per_number_any_client, window],
+        "country": [a.per_country, window],
+        "global": [a.global_per_minute, 60],
+        "confirm": [a.confirm_calls_per_hour, 3600],
+    }
+    named = {
+        "pair": keys.limit("pair", e164, client), "number": keys.limit("number", e164),
+        "country": keys.limit("country", country), "global": keys.GLOBAL_LIMIT, "confirm": keys.limit("confirm", e164),
     }
     if ip:
-        limits["ip"] = [a.per_ip, window, f"gw:lim:ip:{ip}"]
+        limits["ip"], named["ip"] = [a.per_ip, window], keys.limit("ip", ip)
     if user_id:
-        limits["user"] = [a.per_user, window, f"gw:lim:user:{user_id}"]
+        limits["user"], named["user"] = [a.per_user, window], keys.limit("user", user_id)
     paid = channel is not Channel.TOTP
+    prefix = prefix_of(e164)
+    named |= {  # and the time-chosen ones: _timed
+        "idem": idem or keys.converted(e164),  # without one, a key declared anyway (p.idem says none)
+        "converted": keys.converted(e164), "audit": keys.AUDIT, "refused": keys.metrics("refused"),
+        "trips": keys.metrics("breaker_trips"), "warnings": keys.metrics("spend_warnings"), "breakers": keys.BREAKERS,
+        "breaker_prefix": keys.breaker(f"prefix:{prefix}"), "breaker_country": keys.breaker(f"country:{country}"),
+    }
     return {
-        "kind": kind, "idem": idem, "number": e164, "user": user_id or "", "country": country,
-        "prefix": prefix_of(e164), "limited": kind != "fallback", "paid": paid,
+        "keys": named, "kind": kind, "idem": bool(idem), "number": e164, "user": user_id or "", "country": country,
+        "prefix": prefix, "limited": kind != "fallback", "paid": paid,
         "confirm_call": channel is Channel.CALL and ivr_mode == "confirm", "limits": limits,
         "pump": {
             "window": a.pumping_window, "buckets": BUCKETS, "cooloff": a.pumping_cooloff,
@@ -127,7 +165,7 @@ def _payload(
 
 def _admit(svc: Services, payload: dict[str, Any]) -> Admission:
     try:
-        admission = svc.abuse.admit(payload)
+        admission = svc.abuse.admit(_timed(svc, payload))
     except redis.exceptions.RedisError as exc:
         # Fail closed: without the counters nothing is sent.
         log.warning("abuse limits unavailable, refusing: %s", exc)
@@ -147,9 +185,10 @@ def admit_start(
 ) -> None:
     """Admit a new verification's first send, or raise the 429 that says why not."""
     check_number_type(svc, number)
-    idem = f"gw:idem:{idempotency_key}" if idempotency_key else ""  # a replay sends nothing: not counted
+    idem = keys.idempotency(idempotency_key) if idempotency_key else ""  # a replay sends nothing: not counted
     payload = _payload(svc, "start", number.e164, number.country, channel, ivr_mode, user_id, client_ip, idem=idem)
-    payload["backlog"] = [svc.settings.send_backlog_max, OUTBOX]
+    payload["backlog"] = svc.settings.send_backlog_max
+    payload["keys"]["outbox"] = keys.OUTBOX
     admission = _admit(svc, payload)
     if admission.refused == "backlog":
         raise Unavailable("The gateway's send queue is over its bound; try again shortly.",
@@ -162,11 +201,11 @@ def _max_sends_left(svc: Services, v: Verification) -> bool:
     return len(v.attempts) < svc.settings.abuse.max_sends_per_verification
 
 
-def admit_resend(svc: Services, v: Verification, channel: Channel) -> None:
-    """Admit a resend: within the verification's send cap and every limit of a start."""
+def admit_resend(svc: Services, v: Verification, channel: Channel, now: float) -> None:
+    """Admit a resend: within the verification's send cap and every limit of a start (now: Redis's time)."""
     if not _max_sends_left(svc, v):
         _count_max_sends(svc, v, "resend", channel)
-        raise refusal("max_sends", int(v.expires_at - time.time()) + 1)
+        raise refusal("max_sends", int(v.expires_at - now) + 1)
     admission = _admit(svc, _payload(svc, "resend", v.to, v.country, channel, v.ivr_mode, v.user_id, v.client_ip, v.id))
     if admission.refused:
         raise refusal(admission.refused, admission.retry_after)
@@ -184,41 +223,39 @@ def fallback_allowed(svc: Services, v: Verification, channel: Channel) -> bool:
 def _count_max_sends(svc: Services, v: Verification, kind: str, channel: Channel) -> None:
     """Count and audit a max_sends refusal (the cap needs no counter: attempts are in the record)."""
     record = _payload(svc, kind, v.to, v.country, channel, v.ivr_mode, v.user_id, v.client_ip, v.id)["record"]
-    now = time.time()
-    record.update(reason="max_sends", created_at=now, ended_at=now)
+    record.update(reason="max_sends")  # the times are Redis's (refused.lua)
     svc.abuse.refused(record, svc.settings.audit_retention)
 
 
-def admit_check(svc: Services, verification_id: str) -> None:
-    """Count a code check against its user's allowance (TOTP included), or raise 429 user."""
-    _gate_check(svc, key_for(verification_id), None)
-
-
-def admit_confirmation(svc: Services, user_id: str) -> None:
-    """Count a new authenticator's confirmation code against the user's check allowance, or raise 429 user."""
-    _gate_check(svc, user_key(user_id), user_id)
-
-
-def _gate_check(svc: Services, key: str, user_id: str | None) -> None:
+def check_allowance(svc: Services, user_id: str | None) -> Allowance | None:
+    """The allowance a code check (TOTP included) of this user counts against; None: no user, or off.
+    The check script counts it and answers 'refused' when it is used up (raise refusal('user'))."""
     s = svc.settings
+    if not user_id or s.abuse.checks_per_user <= 0:
+        return None
+    return Allowance(keys.limit("checks", user_id), s.abuse.checks_per_user, s.rate_limit_window)
+
+
+def admit_confirmation(svc: Services, user_id: str) -> float:
+    """Count a new authenticator's confirmation code against the user's check allowance, or raise
+    429 user; Redis's time, to match the code against."""
     try:
-        wait = svc.abuse.check_gate(
-            key, s.abuse.checks_per_user, s.rate_limit_window, s.audit_retention * 1000, s.server_name, user_id
-        )
+        outcome = svc.store.count_confirmation(user_id, check_allowance(svc, user_id))
     except redis.exceptions.RedisError as exc:
         raise Unavailable("The gateway's limits cannot be checked; try again shortly.") from exc
-    if wait is not None:
-        raise refusal("user", wait)
+    if outcome.kind == "refused":
+        raise refusal("user", int(outcome.value))
+    return float(outcome.value)
 
 
 def converted(svc: Services, v: Verification) -> None:
     """An approved verification: a conversion in the pumping windows; its number is trusted from now on."""
     a = svc.settings.abuse
     try:
-        svc.abuse.converted({
-            "number": v.to, "user": v.user_id or "", "prefix": prefix_of(v.to), "country": v.country,
-            "window": a.pumping_window, "buckets": BUCKETS, "memory": a.converted_memory,
-        })
+        svc.abuse.converted(_timed(svc, {
+            "keys": {"converted": keys.converted(v.to)}, "prefix": prefix_of(v.to), "country": v.country,
+            "user": v.user_id or "", "window": a.pumping_window, "buckets": BUCKETS, "memory": a.converted_memory,
+        }, current_only=True))
     except redis.exceptions.RedisError as exc:
         # The approval stands; one lost conversion only makes the breakers a little stricter.
         log.warning("conversion not counted for %s: %s", v.id, exc)

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from gateway.store import AUDIT_STREAM
+from gateway import keys
 
 _LUA = Path(__file__).with_name("lua")
-BREAKERS_INDEX = "gw:breakers"
+CLOCK_TRIES = 3  # a script run again at Redis's time at most this often (a bucket boundary passing)
 
 
 @dataclass(frozen=True)
@@ -41,54 +42,79 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _keyed(payload: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """KEYS from a request's named keys ('keys': name -> key, 'pump_keys': scope -> keys), and
+    ARGV: the request as JSON with each key replaced by its position in KEYS (abuse_lib.lua)."""
+    declared: list[str] = []
+
+    def at(key: str) -> int:
+        declared.append(key)
+        return len(declared)
+
+    request = dict(payload)
+    request["keys"] = {name: at(key) for name, key in payload["keys"].items()}
+    request["pump_keys"] = {scope: [at(k) for k in found] for scope, found in payload.get("pump_keys", {}).items()}
+    return declared, [json.dumps(request)]
+
+
 class AbuseStore:
     """The abuse scripts and the reads behind the operators' view and /metrics."""
 
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
+        self.offset = 0.0  # Redis's clock minus this node's, as Redis last said (_clocked)
+        lib = (_LUA / "abuse_lib.lua").read_text()
         self._scripts = {
-            name: connection.register_script((_LUA / f"{name}.lua").read_text())
-            for name in ("admit", "convert", "check_gate", "breaker_reset")
+            name: connection.register_script(lib + (_LUA / f"{name}.lua").read_text())
+            for name in ("admit", "convert", "breaker_reset", "refused")
         }
 
-    def admit(self, payload: dict[str, Any]) -> Admission:
-        """Run every limit, breaker and budget for one send atomically, counting it if admitted."""
-        reply = [_text(v) for v in self._scripts["admit"](args=[json.dumps(payload)])]
+    def _run(self, name: str, payload: dict[str, Any]) -> Any:
+        script_keys, args = _keyed(payload)
+        return self._scripts[name](keys=script_keys, args=args)
+
+    def now(self) -> float:
+        """This node's clock corrected by what Redis's clock last said (the keys chosen by time)."""
+        return time.time() + self.offset
+
+    def _clocked(self, name: str, build: Callable[[float], dict[str, Any]]) -> list[str]:
+        """Run a script whose keys depend on the time, chosen at now(); when the script finds that
+        Redis's clock disagrees, learn Redis's and choose again (one more round trip)."""
+        for _ in range(CLOCK_TRIES):
+            reply = [_text(v) for v in self._run(name, build(self.now()))]
+            if reply[0] != "clock":
+                return reply
+            self.offset = float(reply[1]) - time.time()
+        raise redis.exceptions.RedisError("Redis's clock kept moving past the keys chosen for it")
+
+    def admit(self, build: Callable[[float], dict[str, Any]]) -> Admission:
+        """Run every limit, breaker and budget for one send atomically, counting it if admitted
+        (build: the request with its keys chosen at a given time)."""
+        reply = self._clocked("admit", build)
         if reply[0] == "refused":
             return Admission(reply[1], int(reply[2]), (), reply[3] or None)
         return Admission(None, 0, tuple(w for w in reply[1].split(",") if w), reply[2] or None)
 
-    def converted(self, payload: dict[str, Any]) -> None:
-        """Count a conversion in the windows and remember the converted number."""
-        self._scripts["convert"](args=[json.dumps(payload)])
+    def converted(self, build: Callable[[float], dict[str, Any]]) -> None:
+        """Count a conversion in the windows and remember the converted number (build: as for admit)."""
+        self._clocked("convert", build)
 
     def refused(self, record: dict[str, Any], audit_retention: int) -> None:
-        """Count and audit a refusal decided without a script (the send cap of a verification)."""
-        minid = int(time.time() * 1000) - audit_retention * 1000
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hincrby("gw:metrics:refused", record["reason"], 1)
-        pipe.xadd(AUDIT_STREAM, {k: str(v) for k, v in record.items()}, minid=minid, approximate=True)
-        pipe.execute()
-
-    def check_gate(
-        self, key: str, limit: int, window: int, audit_retention_ms: int, server: str, user_id: str | None = None
-    ) -> int | None:
-        """Count a check (a verification's key) or an authenticator confirmation (the user's hash and
-        id) against the user's allowance; seconds to wait when refused, else None."""
-        args: list[object] = [limit, window, audit_retention_ms, server] + ([user_id] if user_id else [])
-        reply = [_text(v) for v in self._scripts["check_gate"](keys=[key], args=args)]
-        return int(reply[2]) if reply[0] == "refused" else None
+        """Count and audit a refusal decided outside the admission (the send cap of a verification),
+        at Redis's time."""
+        self._run("refused", {"keys": {"audit": keys.AUDIT, "refused": keys.metrics("refused")},
+                              "record": record, "audit_retention_ms": audit_retention * 1000})
 
     def reset_breaker(self, payload: dict[str, Any]) -> bool:
         """Close a breaker and clear its window; True when it was tripped."""
-        return bool(self._scripts["breaker_reset"](args=[json.dumps(payload)]))
+        return bool(self._run("breaker_reset", payload))
 
     def breakers(self, now: float) -> list[Breaker]:
         """Every tripped breaker, soonest to close first (the index is bounded by trips)."""
-        members = [_text(m) for m in self.redis.zrangebyscore(BREAKERS_INDEX, now, "+inf")]
+        members = [_text(m) for m in self.redis.zrangebyscore(keys.BREAKERS, now, "+inf")]
         if not members:
             return []
-        states = self.redis.mget([f"gw:breaker:{m}" for m in members])
+        states = self.redis.mget([keys.breaker(m) for m in members])
         found = []
         for raw in states:
             if raw:
@@ -98,12 +124,12 @@ class AbuseStore:
 
     def spend(self, day: int) -> dict[str, int]:
         """Estimated spend of a UTC day (days since the epoch) in micro-units: '*' and by country."""
-        return {_text(k): int(v) for k, v in self.redis.hgetall(f"gw:spend:{day}").items()}
+        return {_text(k): int(v) for k, v in self.redis.hgetall(keys.spend(day)).items()}
 
     def counters(self) -> dict[str, dict[str, int]]:
         """The cluster-wide abuse counters: refusals by reason, breaker trips and resets, warnings."""
         names = ("refused", "breaker_trips", "breaker_resets", "spend_warnings")
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.hgetall(f"gw:metrics:{name}")
+            pipe.hgetall(keys.metrics(name))
         return {n: {_text(k): int(v) for k, v in values.items()} for n, values in zip(names, pipe.execute())}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -10,7 +9,8 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.abuse import BUCKETS, MICRO
+from gateway import keys
+from gateway.abuse import BUCKETS, MICRO, pump_keys
 from gateway.abuse_store import Breaker
 from gateway.errors import InvalidRequest
 
@@ -35,7 +35,7 @@ def to_json(b: Breaker) -> dict[str, object]:
 
 def tripped(svc: "Services") -> list[Breaker]:
     """Every breaker tripped now."""
-    return svc.abuse.breakers(time.time())
+    return svc.abuse.breakers(svc.abuse.now())
 
 
 def reset(svc: "Services", scope: str, breaker_id: str, operator: str) -> bool:
@@ -45,9 +45,13 @@ def reset(svc: "Services", scope: str, breaker_id: str, operator: str) -> bool:
     if not (breaker_id.isdigit() if scope == "prefix" else breaker_id.isalpha() and breaker_id.isupper()):
         raise InvalidRequest("A prefix breaker is named by digits (48600), a country one by its code (PL).")
     a = svc.settings.abuse
+    member = f"{scope}:{breaker_id}"
     was = svc.abuse.reset_breaker({
-        "scope": scope, "id": breaker_id, "window": a.pumping_window, "buckets": BUCKETS,
-        "audit_retention_ms": svc.settings.audit_retention * 1000, "operator": operator,
+        "keys": {"breaker": keys.breaker(member), "breakers": keys.BREAKERS, "audit": keys.AUDIT,
+                 "resets": keys.metrics("breaker_resets")},
+        # One bucket more on either side than the window: a node's clock a little off clears all the same.
+        "pump_keys": {"window": pump_keys(scope, breaker_id, a.pumping_window, svc.abuse.now(), around=1)},
+        "scope": scope, "id": breaker_id, "audit_retention_ms": svc.settings.audit_retention * 1000, "operator": operator,
         "server_name": svc.settings.server_name,
     })
     if was:
@@ -62,7 +66,7 @@ class AbuseCollector(Collector):
         self.svc = svc
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        now = time.time()
+        now = self.svc.abuse.now()
         try:
             counters = self.svc.abuse.counters()
             breakers = self.svc.abuse.breakers(now)

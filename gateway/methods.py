@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -64,11 +63,10 @@ def totp_enrolled(svc: "Services", user_id: str | None) -> bool:
     return svc.store.user_methods(user_id).enrolled
 
 
-def totp_verify(svc: "Services", v: "Verification | None", code: str, *, now: float | None = None) -> bool:
-    """Whether a TOTP code is right for the verification's user (and not replayed)."""
+def totp_verify(svc: "Services", v: "Verification | None", code: str, *, now: float) -> bool:
+    """Whether a TOTP code is right for the verification's user (and not replayed) at `now` (Redis's time)."""
     if v is None or not v.user_id:
         return False
-    at = time.time() if now is None else now
     found = svc.store.user_methods(v.user_id)
     candidates = [Candidate(s.serial, s.secret_encrypted, s.params) for s in found.tokens]
     if found.app_secret_encrypted:
@@ -81,7 +79,7 @@ def totp_verify(svc: "Services", v: "Verification | None", code: str, *, now: fl
             # this; the method must be enrolled again.
             log.warning("cannot decrypt a TOTP secret of user %s (token %s)", v.user_id, candidate.serial or "app")
             continue
-        step = oath.matched_step(secret, candidate.params, code, at)
+        step = oath.matched_step(secret, candidate.params, code, now)
         # The step is consumed atomically: a code replayed (same or earlier step) is refused,
         # even by another gateway instance checking at the same moment.
         if step is not None and svc.store.use_step(v.user_id, candidate.serial, candidate.secret_encrypted, step):
@@ -141,9 +139,10 @@ def confirm_totp(
     secret = codes.decrypt(svc.keys(CIPHER), pending) if pending else None
     if pending is None or secret is None:
         raise NoPendingAuthenticator(f"User {user_id} has no pending authenticator; enrol one first.")
-    # Every confirmation code counts toward the user's check allowance, like a verification's.
-    abuse.admit_confirmation(svc, user_id)
-    step = oath.matched_step(secret, oath.Params(), req.code, time.time() if now is None else now)
+    # Every confirmation code counts toward the user's check allowance, like a verification's;
+    # the code is matched at Redis's time, like a check's (now: a test's own time).
+    redis_now = abuse.admit_confirmation(svc, user_id)
+    step = oath.matched_step(secret, oath.Params(), req.code, redis_now if now is None else now)
     recovery = new_recovery_codes()
     outcome = svc.store.confirm_app(
         user_id, pending, step, svc.settings.max_check_attempts,

@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from typing import Protocol
 
+from gateway import keys
 from gateway.errors import InvalidRequest
 from gateway.services import Services
 
@@ -15,7 +16,7 @@ from gateway.services import Services
 # gateway/lua/prelude.lua. Bucket len(BOUNDS) + 1 holds everything slower.
 BOUNDS = (1, 2, 3, 5, 8, 13, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800)
 OUTCOMES = ("approved", "denied", "expired", "failed", "canceled")
-BLOCK = 8  # USAGE_BLOCK in prelude.lua: days summed together for dims and x
+BLOCK = keys.USAGE_BLOCK  # days summed together for dims and x
 MAX_DAYS = 3660
 DEFAULT_DAYS = 30
 TOP_ERRORS = 10

@@ -41,6 +41,8 @@ from rq.utils import current_timestamp
 from rq.scripts import acquire_or_refresh_lock, release_lock
 from rq.timeouts import TimerDeathPenalty
 
+from gateway import keys
+
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between passes: timers fire at most about this late
@@ -51,9 +53,7 @@ LOCK_TTL = 10  # seconds a dead leader's lock can hold timers back (rq's: interv
 ALIVE_TTL = 10  # seconds after a worker's death before its running job is recovered
 
 
-def alive_key(worker_name: str) -> str:
-    """The key that says a worker (by rq name) is alive; it expires when its process dies."""
-    return f"gw:worker:{worker_name}:alive"
+alive_key = keys.worker_alive
 
 
 def recover_abandoned(queue: Queue) -> list[str]:

@@ -3,66 +3,40 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
+from gateway import keys
 from gateway.models import Attempt, AttemptStatus, Channel, Reason, Status, Verification
 from gateway.oath import Algorithm, Params, StoredToken, UserMethods
 
-AUDIT_STREAM = "gw:audit"
-ACTIONS_STREAM = "gw:actions"
-USER_AUDIT_STREAM = "gw:audit:users"  # changes to users' methods: activations, replacements, resets
-# Published (to no one) before WAIT, so WAIT covers everything the primary holds, also a record an
-# earlier, unconfirmed request wrote (WAIT counts only the writes of its own connection).
-REPLICATION_MARK = "gw:replicated"
+# Key names live in gateway/keys.py; these names stay for the modules that import them.
+AUDIT_STREAM = keys.AUDIT
+ACTIONS_STREAM = keys.ACTIONS
+USER_AUDIT_STREAM = keys.USER_AUDIT
+REPLICATION_MARK = keys.REPLICATION_MARK
+OUTBOX = keys.OUTBOX
+TIMERS = keys.TIMERS
+OUTBOX_KICK = keys.OUTBOX_KICK
+key_for = keys.verification
+user_key = keys.user
+token_key = keys.token
+reply_key = keys.reply
+inbound_key = keys.inbound
+done_channel = keys.done_channel
 # Scripts that start or can end a verification, or record a send: with REDIS_WAIT_REPLICAS, WAIT
 # follows them in one pipeline.
 WAITED_SCRIPTS = frozenset({"create", "check", "finish", "advance", "sent"})
-# The send queue: deliveries ("<id>:<attempt>") scored by when they are due (Redis time). Written
-# by the script that makes the attempt; a sender's claim leases an entry by pushing its score
-# (claim.lua); the script that records the send removes it.
-OUTBOX = "gw:outbox"
-# Verifications' next timer (expiry, reply timeout or delivery deadline): id scored by when it is
-# due; claimed like the outbox by the workers' supervisor, removed when the verification ends.
-TIMERS = "gw:timers"
-# Published (a pub/sub channel, not a key) by the scripts that put a delivery in the outbox, so
-# idle senders wake at once instead of polling.
-OUTBOX_KICK = "gw:outbox:due"
+# Scripts that can end a verification (prelude.lua finish(), also through expire_if_due): they
+# get its ending keys (keys.ending) last in KEYS.
+ENDING_SCRIPTS = frozenset({"check", "finish", "advance", "set_code", "reply_index"})
+SETTLE_TRIES = 10  # a read-then-script change retried this often while the data changes under it
 _LUA = Path(__file__).with_name("lua")
-
-
-def key_for(verification_id: str) -> str:
-    """The hash that holds one verification."""
-    return f"gw:vf:{verification_id}"
-
-
-def user_key(user_id: str) -> str:
-    """The hash of a user's own methods (app secret, assigned token serials)."""
-    return f"gw:user:{user_id}"
-
-
-def token_key(serial: str) -> str:
-    """The hash of one imported OATH token."""
-    return f"gw:token:{serial}"
-
-
-def reply_key(sender: str, number: str) -> str:
-    """The sorted set of two-way prompts from a gateway sender (number or MG SID) to a user."""
-    return f"gw:reply:{sender}:{number}"
-
-
-def inbound_key(message_sid: str) -> str:
-    """The marker of an inbound SMS already handled (Twilio repeats webhooks)."""
-    return f"gw:inbound:{message_sid}"
-
-
-def done_channel(verification_id: str) -> str:
-    """The pub/sub channel announcing that a verification ended."""
-    return f"gw:done:{verification_id}"
 
 
 @dataclass(frozen=True)
@@ -94,6 +68,15 @@ class Claim:
     members: list[str]
     now: float
     next_due: float | None
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """A user's check allowance: the window counter a code check or confirmation is counted on."""
+
+    key: str
+    limit: int
+    window: int
 
 
 @dataclass(frozen=True)
@@ -160,7 +143,7 @@ class Store:
         }
         self._scripts.update(
             (name, connection.register_script(prelude + (_LUA / f"{name}.lua").read_text()))
-            for name in ("totp_use", "tokens_import", "token_assign", "record_action")
+            for name in ("totp_use", "tokens_import", "token_assign", "record_action", "check_gate")
         )
         user_lib = prelude + (_LUA / "user_lib.lua").read_text()
         self._scripts.update(
@@ -172,8 +155,15 @@ class Store:
         # No clock here: the scripts read Redis's TIME (prelude.lua).
         return [self.server_name, self.server_ip, self.audit_retention_ms, self.retention]
 
-    def _run(self, name: str, keys: list[str], *args: object) -> Outcome:
-        reply, replicated = self._call(name, keys, self._context() + [str(a) for a in args])
+    @staticmethod
+    def _declared(name: str, script_keys: list[str]) -> list[str]:
+        """A script's KEYS: with the ending keys last for one that can end the verification in KEYS[1]."""
+        if name not in ENDING_SCRIPTS:
+            return script_keys
+        return script_keys + keys.ending(script_keys[0][len(key_for("")):], time.time())
+
+    def _run(self, name: str, script_keys: list[str], *args: object) -> Outcome:
+        reply, replicated = self._call(name, self._declared(name, script_keys), self._context() + [str(a) for a in args])
         return self.outcome(reply, replicated)
 
     @staticmethod
@@ -184,12 +174,12 @@ class Store:
         now = float(raw.pop(b"_now", 0))
         return Outcome(kind, value, _decode(raw) if raw else None, replicated, now)
 
-    def _call(self, name: str, keys: list[str], args: list[object]) -> tuple[list[object], bool]:
+    def _call(self, name: str, script_keys: list[str], args: list[object]) -> tuple[list[object], bool]:
         """Run a script; with REDIS_WAIT_REPLICAS, WAIT for replicas on the same connection (a pipeline)."""
         if not self.wait_replicas or name not in WAITED_SCRIPTS:
-            return self._scripts[name](keys=keys, args=args), True
+            return self._scripts[name](keys=script_keys, args=args), True
         with self.redis.pipeline(transaction=False) as pipe:
-            self._scripts[name](keys=keys, args=args, client=pipe)
+            self._scripts[name](keys=script_keys, args=args, client=pipe)
             reply, confirmed = self._wait(pipe)
         return reply, confirmed
 
@@ -212,12 +202,12 @@ class Store:
         block says otherwise (limits: gateway/abuse.py). chains: the plan for a number that may get
         SMS, and for one that replied STOP."""
         vf = key_for(verification_id)
-        idem_key, body_hash = (f"gw:idem:{idempotency[0]}", idempotency[1]) if idempotency else (vf, "")
+        idem_key, body_hash = (keys.idempotency(idempotency[0]), idempotency[1]) if idempotency else (vf, "")
         pairs = [str(item) for kv in fields.items() for item in kv]
         return self._run(
             "create",
-            [vf, idem_key, f"gw:block:{to}", f"gw:optout:{to}", f"gw:live:{live_key}" if live_key else vf, OUTBOX,
-             TIMERS],
+            [vf, idem_key, keys.block(to), keys.optout(to), keys.live(live_key) if live_key else vf, OUTBOX,
+             TIMERS, keys.metrics("started")],
             body_hash, 86400, verification_id,
             json.dumps(chains[0].channels), chains[0].ttl, json.dumps(chains[1].channels), chains[1].ttl,
             OUTBOX_KICK, *pairs,
@@ -230,32 +220,46 @@ class Store:
 
     def live(self, live_key: str) -> str | None:
         """The id last started under a live key (see create), if the key is still kept."""
-        found = self.redis.get(f"gw:live:{live_key}")
+        found = self.redis.get(keys.live(live_key))
         return found.decode() if found else None
 
     def check(
-        self, verification_id: str, mode: str, *values: str,
-        user_id: str | None = None, message: tuple[str, int] | None = None,
+        self, verification_id: str, mode: str, *values: str, user_id: str | None = None,
+        message: tuple[str, int] | None = None, allowance: Allowance | None = None,
     ) -> Outcome:
         """Atomically compare a code's digests (one per key), apply a verdict, or use one of a user's
         recovery codes; count failures. message: (MessageSid, ttl) of an inbound SMS carrying the
-        code: kind 'repeat' when it was checked before."""
-        keys = [key_for(verification_id), AUDIT_STREAM, TIMERS] + ([user_key(user_id)] if user_id else [])
-        keys += [inbound_key(message[0])] if message else []
-        return self._run("check", keys, mode, message[1] if message else "", *values)
+        code: kind 'repeat' when it was checked before. allowance: count the check against it
+        first; kind 'refused' (value: seconds to wait) when it is used up."""
+        vf = key_for(verification_id)
+        script_keys = [vf, AUDIT_STREAM, TIMERS, user_key(user_id) if user_id else vf,
+                       inbound_key(message[0]) if message else vf, allowance.key if allowance else vf,
+                       keys.metrics("refused")]
+        limit = (allowance.limit, allowance.window) if allowance else ("", "")
+        return self._run("check", script_keys, mode, message[1] if message else "", *limit, *values)
+
+    def count_confirmation(self, user_id: str, allowance: Allowance | None) -> Outcome:
+        """Count an authenticator confirmation against the user's check allowance: kind 'ok' (value:
+        Redis's time, to match the code against) or 'refused' (value: seconds to wait)."""
+        user = user_key(user_id)
+        return self._run(
+            "check_gate", [user, allowance.key if allowance else user, keys.metrics("refused"), AUDIT_STREAM],
+            allowance.limit if allowance else "", allowance.window if allowance else "", user_id,
+        )
 
     def finish(
         self, verification_id: str, status: Status, reason: Reason | None, attempt: int = 0,
-        only_if_due: bool = False, block_for: int | None = None,
+        only_if_due: bool = False, block: tuple[str, int] | None = None,
     ) -> Outcome:
         """End a pending verification, optionally only for a given attempt or once due.
 
-        block_for: also block the number from new verifications for this long, in the same step.
+        block: (its number, seconds): also block the number from new verifications, in the same step.
         """
+        vf = key_for(verification_id)
         return self._run(
-            "finish", [key_for(verification_id), AUDIT_STREAM, TIMERS],
+            "finish", [vf, AUDIT_STREAM, TIMERS, keys.block(block[0]) if block else vf],
             status.value, reason.value if reason else "", attempt, "1" if only_if_due else "0",
-            block_for or "",
+            block[1] if block else "", block[0] if block else "",
         )
 
     def attempt_status(
@@ -288,13 +292,14 @@ class Store:
         """Give a delivery the attempt's code: kind 'ok' (this one stored, valid ttl s from now),
         'again' (a retry: the stored one), or stale/ended/finished/not_found (send nothing; the
         outbox entry is dropped). With a pipeline, queue it there and answer None (see outcome())."""
-        keys = [key_for(verification_id), AUDIT_STREAM, OUTBOX, TIMERS]
+        script_keys = [key_for(verification_id), AUDIT_STREAM, OUTBOX, TIMERS]
         args = [attempt, digest, encrypted, ttl, "" if deadline is None else deadline,
                 "" if latest is None else f"{latest:.6f}", f"{verification_id}:{attempt}"]
         if pipe is not None:
-            self._scripts["set_code"](keys=keys, args=self._context() + [str(a) for a in args], client=pipe)
+            self._scripts["set_code"](keys=self._declared("set_code", script_keys),
+                                      args=self._context() + [str(a) for a in args], client=pipe)
             return None
-        return self._run("set_code", keys, *args)
+        return self._run("set_code", script_keys, *args)
 
     def claim(self, schedule: str, most: int, lease: float) -> Claim:
         """Lease up to `most` due members of a schedule (OUTBOX or TIMERS) for `lease` seconds."""
@@ -353,15 +358,15 @@ class Store:
 
     def set_flag(self, kind: str, number: str, why: str = "1") -> None:
         """Mark a number (kind 'optout': it replied STOP), saying why; one command, atomic by itself."""
-        self.redis.set(f"gw:{kind}:{number}", why)
+        self.redis.set(keys.flag(kind, number), why)
 
     def clear_flag(self, kind: str, number: str) -> None:
         """Lift a mark set with set_flag."""
-        self.redis.delete(f"gw:{kind}:{number}")
+        self.redis.delete(keys.flag(kind, number))
 
     def has_flag(self, kind: str, number: str) -> bool:
         """Whether a number carries a mark."""
-        return bool(self.redis.exists(f"gw:{kind}:{number}"))
+        return bool(self.redis.exists(keys.flag(kind, number)))
 
     # -- two-way SMS: which verification a reply belongs to, and inbound message dedupe ------
     def index_reply(
@@ -404,7 +409,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         names = ("started", "ended", "carrier_errors", "fallbacks")
         for name in names:
-            pipe.hgetall(f"gw:metrics:{name}")
+            pipe.hgetall(keys.metrics(name))
         return {
             name: {k.decode(): int(v) for k, v in values.items()}
             for name, values in zip(names, pipe.execute())
@@ -412,7 +417,7 @@ class Store:
 
     def count(self, name: str, label: str) -> None:
         """Add one to a cluster-wide counter."""
-        self.redis.hincrby(f"gw:metrics:{name}", label, 1)
+        self.redis.hincrby(keys.metrics(name), label, 1)
 
     def audit_entries(
         self, newest: str, oldest: str, count: int, stream: str = AUDIT_STREAM
@@ -424,58 +429,58 @@ class Store:
             for entry_id, fields in self.redis.xrevrange(stream, newest, oldest, count=count)
         ]
 
-    def usage_counters(self, keys: list[str]) -> list[dict[str, int]]:
+    def usage_counters(self, names: list[str]) -> list[dict[str, int]]:
         """Usage counter hashes (names after 'gw:usage:'), in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.hgetall(f"gw:usage:{key}")
+        for name in names:
+            pipe.hgetall(keys.usage(name))
         return [{k.decode(): int(v) for k, v in raw.items()} for raw in pipe.execute()]
 
     # -- the operators' console: server-side sessions, keyed by a digest of the cookie ------
     def session_save(self, digest: str, fields: Mapping[str, str], ttl: int) -> None:
         """Create (or refresh) a console session."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(f"gw:console:{digest}", mapping=dict(fields))
-        pipe.expire(f"gw:console:{digest}", ttl)
+        pipe.hset(keys.console_session(digest), mapping=dict(fields))
+        pipe.expire(keys.console_session(digest), ttl)
         pipe.execute()
 
     def session_load(self, digest: str, ttl: int) -> dict[str, str] | None:
         """A console session's fields (sliding expiry), or None."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hgetall(f"gw:console:{digest}")
-        pipe.expire(f"gw:console:{digest}", ttl)
+        pipe.hgetall(keys.console_session(digest))
+        pipe.expire(keys.console_session(digest), ttl)
         raw = pipe.execute()[0]
         return {k.decode(): v.decode() for k, v in raw.items()} or None
 
     def session_drop(self, digest: str) -> None:
         """End a console session."""
-        self.redis.delete(f"gw:console:{digest}")
+        self.redis.delete(keys.console_session(digest))
 
     def flag(self, kind: str, number: str) -> tuple[str, int] | None:
         """A number's mark (its value and seconds left, -1 for none), or None when unmarked."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.get(f"gw:{kind}:{number}")
-        pipe.ttl(f"gw:{kind}:{number}")
+        pipe.get(keys.flag(kind, number))
+        pipe.ttl(keys.flag(kind, number))
         value, ttl = pipe.execute()
         return None if value is None else (value.decode(), int(ttl))
 
     def limit_counters(self, number: str) -> dict[str, tuple[int, int]]:
         """The abuse limits' start counters of a number (key: (count, seconds left)): the
         number's own, one per client (pair) and the confirm-call one."""
-        keys = [f"gw:lim:number:{number}", f"gw:lim:confirm:{number}"]
+        found = [keys.limit("number", number), keys.limit("confirm", number)]
         # Console-only: the pair keys of one number are found by a SCAN, never on a request path.
-        keys += [k.decode() for k in self.redis.scan_iter(match=f"gw:lim:pair:{number}:*", count=1000)]
+        found += [k.decode() for k in self.redis.scan_iter(match=keys.limit_pattern("pair", number), count=1000)]
         pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
+        for key in found:
             pipe.get(key)
             pipe.ttl(key)
         replies = pipe.execute()
         return {key: (int(replies[2 * i]), int(replies[2 * i + 1]))
-                for i, key in enumerate(keys) if replies[2 * i] is not None}
+                for i, key in enumerate(found) if replies[2 * i] is not None}
 
-    def clear_keys(self, keys: list[str]) -> int:
+    def clear_keys(self, names: list[str]) -> int:
         """Delete keys; how many existed."""
-        return int(self.redis.delete(*keys)) if keys else 0
+        return int(self.redis.delete(*names)) if names else 0
 
     def record_action(self, fields: Mapping[str, str]) -> None:
         """Append an operator's action to its stream, trimmed by age like the audit stream."""
@@ -531,26 +536,53 @@ class Store:
     def use_step(self, user_id: str, serial: str | None, secret_encrypted: str, step: int) -> bool:
         """Record a matched time step of the app (serial None) or a token; False if not later than the last."""
         if serial is None:
-            keys, args = [user_key(user_id)], ("app", secret_encrypted, "", "app:last", step)
+            method, args = user_key(user_id), ("app", secret_encrypted, "", "app:last", step)
         else:
-            keys, args = [token_key(serial)], ("secret", secret_encrypted, user_id, "last", step)
-        return self._run("totp_use", keys, *args).kind == "ok"
+            method, args = token_key(serial), ("secret", secret_encrypted, user_id, "last", step)
+        return self._run("totp_use", [method], *args).kind == "ok"
+
+    def _settled(self, attempt: Callable[[], Outcome]) -> Outcome:
+        """Run a read-then-script change again while the script finds the read outdated ('changed'):
+        the keys such a script touches are found in data, so they are read first and declared."""
+        for _ in range(SETTLE_TRIES):
+            outcome = attempt()
+            if outcome.kind != "changed":
+                return outcome
+        raise redis.exceptions.RedisError("the data kept changing under an OATH inventory change; try again")
 
     def reset_user(self, user_id: str) -> int:
         """Remove the user's app secret and unassign their tokens; how many methods went."""
-        return int(self._run("user_reset", [user_key(user_id), USER_AUDIT_STREAM], user_id).value)
+        def attempt() -> Outcome:
+            serials = [f.decode()[len("token:"):] for f in self.redis.hkeys(user_key(user_id)) if f.startswith(b"token:")]
+            return self._run("user_reset", [user_key(user_id), USER_AUDIT_STREAM, *map(token_key, serials)],
+                             user_id, *serials)
+        return int(self._settled(attempt).value)
 
     def import_tokens(self, tokens: list[StoredToken], replace: bool) -> Outcome:
         """Write every token (and assignment) or none: kind 'ok', or 'exists' naming a serial."""
-        args: list[object] = ["1" if replace else "0"]
-        for t in tokens:
-            p = t.params
-            args += [t.serial, t.secret_encrypted, p.digits, p.period, p.algorithm.value, p.drift, t.user_id or ""]
-        return self._run("tokens_import", [token_key(t.serial) for t in tokens], *args)
+        def attempt() -> Outcome:
+            pipe = self.redis.pipeline(transaction=False)
+            for t in tokens:
+                pipe.hget(token_key(t.serial), "user")
+            owners = [(o or b"").decode() for o in pipe.execute()]
+            args: list[object] = ["1" if replace else "0", len(tokens)]
+            for t, owner in zip(tokens, owners):
+                p = t.params
+                args += [t.serial, t.secret_encrypted, p.digits, p.period, p.algorithm.value, p.drift, t.user_id or "",
+                         owner]
+            users = sorted({u for u in owners if u} | {t.user_id for t in tokens if t.user_id})
+            return self._run("tokens_import", [token_key(t.serial) for t in tokens] + [user_key(u) for u in users],
+                             *args, *users)
+        return self._settled(attempt)
 
     def assign_token(self, serial: str, user_id: str | None) -> Outcome:
         """Assign a token to a user (None: unassign); the kind says what happened (or not_found)."""
-        return self._run("token_assign", [token_key(serial)], serial, user_id or "")
+        def attempt() -> Outcome:
+            token = token_key(serial)
+            owner = (self.redis.hget(token, "user") or b"").decode()
+            return self._run("token_assign", [token, user_key(owner) if owner else token,
+                                              user_key(user_id) if user_id else token], serial, user_id or "", owner)
+        return self._settled(attempt)
 
 
 def _decode_token(serial: str, raw: Mapping[bytes, bytes]) -> StoredToken:

@@ -1,6 +1,6 @@
 """Redis access for /v2 (the Twilio-Verify-compatible API): Services and the Attempts index.
 
-A sibling of store.py under its conventions (key names spelled here, every command in a typed
+A sibling of store.py under its conventions (key names from gateway/keys.py, every command in a typed
 method, multi-key writes in one transaction), kept apart only because store.py is past the
 modules' ~400-line limit. These keys hold settings and an index, no verification state, so they
 need none of store.py's scripts; what a value means (JSON of a Service) is verify_v2's business.
@@ -11,20 +11,12 @@ from collections.abc import Callable
 
 import redis
 
-
-def service_key(sid: str) -> str:
-    """The JSON value of one Service."""
-    return f"gw:v2:svc:{sid}"
+from gateway import keys
 
 
-def account_key(account_sid: str) -> str:
-    """The sorted set of an account's Services, by creation time."""
-    return f"gw:v2:svcs:{account_sid}"
-
-
-def attempts_key(account_sid: str) -> str:
-    """The sorted set of an account's /v2 verifications, by start time (Attempts API)."""
-    return f"gw:v2:vfs:{account_sid}"
+service_key = keys.v2_service  # the JSON value of one Service
+account_key = keys.v2_services  # an account's Services, by creation time
+attempts_key = keys.v2_verifications  # an account's /v2 verifications, by start time (Attempts API)
 
 
 class V2Store:
@@ -32,6 +24,11 @@ class V2Store:
 
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
+
+    def now(self, client: redis.Redis | redis.client.Pipeline | None = None) -> float:
+        """Redis's clock (TIME): it dates Services and orders their listing, as it dates verifications."""
+        seconds, micros = (client or self.redis).time()
+        return float(seconds) + micros / 1_000_000
 
     def add_service(self, account_sid: str, sid: str, record: str, created: float) -> None:
         """Write a new Service and index it under its account, in one transaction."""
@@ -44,12 +41,13 @@ class V2Store:
         """A Service's stored JSON, if there is one."""
         return self.redis.get(service_key(sid))  # type: ignore[return-value]
 
-    def change_service(self, sid: str, change: Callable[[bytes | None], str]) -> str:
-        """Replace a Service's JSON with change(current) atomically (WATCH; retried on a race);
-        change raises to leave it as it is."""
+    def change_service(self, sid: str, change: Callable[[bytes | None, float], str]) -> str:
+        """Replace a Service's JSON with change(current, Redis's time) atomically (WATCH; retried on
+        a race); change raises to leave it as it is."""
 
         def apply(pipe: redis.client.Pipeline) -> str:
-            record = change(pipe.get(service_key(sid)))  # type: ignore[arg-type]
+            # Both answered at once: commands before MULTI run as they are sent.
+            record = change(pipe.get(service_key(sid)), self.now(pipe))  # type: ignore[arg-type]
             pipe.multi()
             pipe.set(service_key(sid), record)
             return record

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 
-from gateway import abuse, codes, fallback, methods, metrics, phone
+from gateway import abuse, codes, fallback, keys, methods, metrics, phone
 from gateway.carrier import Action, classify
 from gateway.errors import (
     DestinationBlocked, IdempotencyConflict, NoRecoveryCodes, NotFound, NotPending, RateLimited, TotpNotEnrolled,
@@ -90,7 +89,10 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     if not chains[0]:
         raise DestinationBlocked(f"No requested channel can reach a {number.type.value} number.")
     abuse.admit_start(svc, number, chains[0][0], req.ivr_mode, req.user_id, req.client_ip, idempotency_key)
-    verification_id = "vf_" + secrets.token_hex(16)
+    # The id carries the UTC day it starts, so that whichever script ends it is given that day's
+    # usage counters (keys.ending). The day is this node's clock corrected by Redis's (the
+    # admission just ran): off only by the clock's drift since, near midnight. Its record's times are Redis's.
+    verification_id = keys.new_verification_id(int(svc.abuse.now() // keys.DAY))
     opts = req.options
     fields = {
         "to": number.e164, "country": number.country, "ntype": number.type.value,
@@ -177,15 +179,25 @@ def wait(svc: Services, verification_id: str, seconds: float) -> Verification:
             subscription.get_message(timeout=min(left, 1.0))
 
 
-def check(svc: Services, verification_id: str, code: str, message_sid: str | None = None) -> tuple[Verification, bool]:
+def check(
+    svc: Services, verification_id: str, code: str, message_sid: str | None = None, read: Verification | None = None,
+) -> tuple[Verification, bool]:
     """Check a code atomically; (verification, valid). Exactly one right check approves.
 
     message_sid: the inbound SMS that carried the code; a repeat of it checks nothing.
+    read: the verification as the caller read it (else it is read here).
     """
-    abuse.admit_check(svc, verification_id)
+    # The check allowance is the user's (its key names them): read who that is first.
+    v = read or svc.store.load(verification_id)
+    if v is None:
+        raise NotFound(f"No verification {verification_id}.")
     message = (message_sid, INBOUND_DEDUPE_TTL) if message_sid else None
     digests = [codes.digest(key, verification_id, code) for key in svc.keys("code-hmac")]
-    outcome = svc.store.check(verification_id, "digest", *digests, message=message)
+    outcome = svc.store.check(
+        verification_id, "digest", *digests, message=message, allowance=abuse.check_allowance(svc, v.user_id),
+    )
+    if outcome.kind == "refused":
+        raise abuse.refusal("user", int(outcome.value))
     if outcome.kind == "totp":
         verdict = methods.totp_verify(svc, outcome.verification, code, now=float(outcome.value))
         outcome = svc.store.check(verification_id, "verdict", "1" if verdict else "0")
@@ -356,7 +368,7 @@ def resend(
         step = (v.position, v.channel)  # the chain is used up: repeat the current channel
     if step is None:
         raise DestinationBlocked(f"Channel {channel.value if channel else ''} cannot reach this number.")
-    abuse.admit_resend(svc, v, step[1])
+    abuse.admit_resend(svc, v, step[1], now)
     # The script refuses a resend too soon after the attempt began, by Redis's clock.
     outcome = _advance(svc, v, step, "resend", resend_interval=wait)
     if outcome.kind == "too_soon":
@@ -453,7 +465,7 @@ def on_reply(svc: Services, senders: list[str], number: str, code: str, message_
     if v is None:
         return ReplyOutcome(None, False)
     try:
-        checked, valid = check(svc, v.id, code, message_sid)
+        checked, valid = check(svc, v.id, code, message_sid, read=v)
     except NotFound:
         return ReplyOutcome(None, False)
     log.info("sms reply from %s for %s: %s", phone.mask(number), v.id, "approved" if valid else checked.status.value)
@@ -482,11 +494,11 @@ def inbound_done(svc: Services, message_sid: str) -> None:
     svc.store.mark_message(message_sid, INBOUND_DEDUPE_TTL)
 
 
-def report_fraud(svc: Services, verification_id: str, attempt: int) -> Outcome:
+def report_fraud(svc: Services, v: Verification, attempt: int) -> Outcome:
     """Deny a verification as fraud_reported (call 0#) and block its number from new ones for a while."""
+    seconds = svc.settings.fraud_block_seconds
     return _ended(svc.store.finish(
-        verification_id, Status.DENIED, Reason.FRAUD_REPORTED, attempt=attempt,
-        block_for=svc.settings.fraud_block_seconds or None,
+        v.id, Status.DENIED, Reason.FRAUD_REPORTED, attempt=attempt, block=(v.to, seconds) if seconds else None,
     ))
 
 

@@ -145,7 +145,7 @@ def _menu_keys(svc: Services, v: Verification, attempt: int, turn: int, picked: 
     if picked is flows.Choice.APPROVE:
         outcome = verifications.end(svc, v.id, attempt, Status.APPROVED, None)
     elif picked is flows.Choice.FRAUD:
-        outcome = verifications.report_fraud(svc, v.id, attempt)
+        outcome = verifications.report_fraud(svc, v, attempt)
     elif not v.pending:
         return flows.farewell(v.locale, closing(v))
     elif picked is flows.Choice.BAD:

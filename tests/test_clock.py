@@ -1,4 +1,5 @@
-"""One clock: Redis's TIME decides expiry, resend intervals and TOTP steps, never a node's clock.
+"""One clock: Redis's TIME decides expiry, resend intervals, TOTP steps, the abuse windows and
+the dates of records, never a node's clock.
 
 A node whose clock is an hour off is simulated by shifting this process's `time.time` while
 it serves a request (the fault is in the node's clock; the gateway's code runs unchanged).
@@ -9,8 +10,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pyotp
 import pytest
 
+from gateway import abuse, keys, verifications
+from gateway.schemas import parse_start
+from gateway.v2_store import V2Store
+from gateway.verify_v2.service import ServiceStore
 from tests.test_api import give_code, start
 from tests.test_totp import deliver_all, enrol, settle_step, start_totp
 
@@ -79,3 +85,38 @@ def test_a_node_an_hour_ahead_matches_totp_codes_of_the_true_time(app, client, s
     with skewed(HOUR):
         result = client.post(f"/v1/verifications/{vid}/check", json={"code": totp.at(now)}).get_json()
     assert result["valid"] is True
+
+
+def test_a_node_an_hour_ahead_confirms_an_authenticator_at_the_true_time(client, skewed) -> None:
+    r = client.post("/v1/users/carol/totp")
+    totp = pyotp.TOTP(r.get_json()["secret"])
+    now = settle_step()
+    with skewed(HOUR):
+        confirmed = client.post("/v1/users/carol/totp/confirm", json={"code": totp.at(now)}).get_json()
+    assert confirmed["status"] == "active"
+
+
+def test_a_node_an_hour_ahead_counts_sends_in_redis_s_pumping_bucket_and_day(app, client, redis_db, skewed) -> None:
+    svc = app.extensions["gateway"]
+    with skewed(HOUR):
+        start(client)
+        start(client)  # the store now chooses by Redis's clock at once
+        learnt = svc.abuse.now()
+    seconds, _ = redis_db.time()
+    size = svc.settings.abuse.pumping_window // abuse.BUCKETS
+    buckets = {int(k.decode().rsplit(":", 1)[1]) for k in redis_db.scan_iter("gw:pump:prefix:*")}
+    assert buckets <= {seconds // size, seconds // size - 1}  # -1: a boundary passed meanwhile
+    assert [k.decode() for k in redis_db.scan_iter("gw:spend:*")] in (
+        [keys.spend(seconds // keys.DAY)], [keys.spend(seconds // keys.DAY - 1)])
+    assert abs(learnt - time.time()) < 60  # the node's clock corrected by Redis's
+
+
+def test_a_node_an_hour_ahead_dates_v2_services_and_send_cap_refusals_by_redis(app, redis_db, skewed) -> None:
+    svc = app.extensions["gateway"]
+    with skewed(HOUR):
+        service = ServiceStore(V2Store(svc.redis)).create("AC" + "0" * 32, {"FriendlyName": "Clock"})
+        v, _ = verifications.start(svc, parse_start({"to": "+48600100900"}), None)
+        abuse._count_max_sends(svc, v, "resend", v.channel)
+    assert abs(service.date_created - time.time()) < 60
+    [(_, record)] = redis_db.xrange(keys.AUDIT)
+    assert record[b"reason"] == b"max_sends" and abs(float(record[b"created_at"]) - time.time()) < 60

@@ -1,22 +1,18 @@
 -- Admission of one send (a start, a resend or a fallback): every limit, breaker and budget
 -- in one atomic call. Nothing is counted unless everything admits, so a refused request
--- spends nobody's allowance. No KEYS: the names depend on Redis's clock (buckets, the day),
--- so this assumes one Redis (or Sentinel), not Cluster, like the gw:metrics counters.
+-- spends nobody's allowance. Every key comes in KEYS, named by the request (abuse_lib.lua);
+-- the pumping buckets and the spend day are chosen by the caller (gateway/abuse.py _timed).
 -- ARGV[1]: the request (JSON, see gateway/abuse.py `_payload`).
 -- Answers {'ok', warn ('' or scope list), tripped ('' or scope:id)} or
 --         {'refused', reason, retry_after, tripped}.
-local TIME = redis.call('TIME')
-local SEC = tonumber(TIME[1])
-local NOW = SEC + tonumber(TIME[2]) / 1000000
-local p = cjson.decode(ARGV[1])
+if clock_disagrees() then return CLOCK end
+if p.idem and redis.call('EXISTS', K.idem) == 1 then return {'ok', '', ''} end
 
-if p.idem ~= '' and redis.call('EXISTS', p.idem) == 1 then return {'ok', '', ''} end
-
--- The send backlog's bound (SEND_BACKLOG_MAX; p.backlog = {bound, outbox key}, starts only):
+-- The send backlog's bound (SEND_BACKLOG_MAX; p.backlog, with K.outbox, starts only):
 -- past it a start is refused before anything is counted or written, rather than queueing a
 -- send that would go out late. Due entries only: retries waiting for their time are not backlog.
 local backlog = p.backlog
-if backlog and backlog[1] > 0 and redis.call('ZCOUNT', backlog[2], '-inf', NOW) > backlog[1] then
+if backlog and backlog > 0 and redis.call('ZCOUNT', K.outbox, '-inf', NOW) > backlog then
   return {'refused', 'backlog', '0', ''}
 end
 
@@ -45,25 +41,14 @@ end
 -- Sends and conversions in the sliding window, summed over BUCKETS buckets (no scans).
 local pump = p.pump
 local bucket_size = math.max(math.floor(pump.window / pump.buckets), 1)
-local bucket_now = math.floor(SEC / bucket_size)
-local function window_stats(scope, id)
+local function window_stats(scope)
   local sends, conversions = 0, 0
-  for b = bucket_now - pump.buckets + 1, bucket_now do
-    local v = redis.call('HMGET', 'gw:pump:' .. scope .. ':' .. id .. ':' .. b, 's', 'c')
+  for _, key in ipairs(PUMP[scope]) do
+    local v = redis.call('HMGET', key, 's', 'c')
     sends = sends + (tonumber(v[1]) or 0)
     conversions = conversions + (tonumber(v[2]) or 0)
   end
   return sends, conversions
-end
-
-local function audit(fields)
-  local flat = {}
-  for k, v in pairs(fields) do
-    flat[#flat + 1] = k
-    flat[#flat + 1] = tostring(v)
-  end
-  local minid = string.format('%.0f', SEC * 1000 - p.audit_retention_ms)
-  redis.call('XADD', 'gw:audit', 'MINID', '~', minid, '*', unpack(flat))
 end
 
 -- Trip a breaker: refuse sends to the scope for the cool-off, visibly and audited.
@@ -71,10 +56,10 @@ local function trip(scope, id, sends, conversions)
   local until_ = NOW + pump.cooloff
   local state = cjson.encode({scope = scope, id = id, tripped_at = NOW, ['until'] = until_,
                               sends = sends, conversions = conversions})
-  redis.call('SET', 'gw:breaker:' .. scope .. ':' .. id, state, 'EX', pump.cooloff)
-  redis.call('ZADD', 'gw:breakers', until_, scope .. ':' .. id)
-  redis.call('ZREMRANGEBYSCORE', 'gw:breakers', '-inf', NOW)
-  redis.call('HINCRBY', 'gw:metrics:breaker_trips', scope, 1)
+  redis.call('SET', K['breaker_' .. scope], state, 'EX', pump.cooloff)
+  redis.call('ZADD', K.breakers, until_, scope .. ':' .. id)
+  redis.call('ZREMRANGEBYSCORE', K.breakers, '-inf', NOW)
+  redis.call('HINCRBY', K.trips, scope, 1)
   audit({event = 'breaker_trip', scope = scope, breaker = id, sends = sends, conversions = conversions,
          server_name = p.record.server_name, ended_at = NOW, created_at = NOW})
   return scope .. ':' .. id
@@ -84,10 +69,10 @@ local tripped = ''
 
 -- A breaker refuses when tripped; an untripped one trips when the window shows pumping.
 local function breaker(scope, id, min_sends)
-  local key = 'gw:breaker:' .. scope .. ':' .. id
+  local key = K['breaker_' .. scope]
   if redis.call('EXISTS', key) == 1 then return ttl_of(key, pump.cooloff) end
   if min_sends <= 0 then return nil end
-  local sends, conversions = window_stats(scope, id)
+  local sends, conversions = window_stats(scope)
   if sends >= min_sends and conversions < pump.min_conversion * sends then
     tripped = trip(scope, id, sends, conversions)
     return pump.cooloff
@@ -95,33 +80,33 @@ local function breaker(scope, id, min_sends)
   return nil
 end
 
-local conv_key = 'gw:conv:' .. p.number
+local conv_key = K.converted
 local converted = redis.call('EXISTS', conv_key) == 1
 local L = p.limits
 local function check()
   if p.limited then
-    local r = over(L.pair[3], L.pair)
+    local r = over(K.pair, L.pair)
     if r then return 'number', r end
-    r = over(L.number[3], L.number)
+    r = over(K.number, L.number)
     -- 18F's lesson: someone flooding a victim's number must not lock the victim out. A client
     -- already let through for this number in the window, or a user who has verified this
     -- number before, still gets its own (number, client) allowance.
-    if r and count(L.pair[3]) == 0 and not (p.user ~= '' and redis.call('HEXISTS', conv_key, 'u:' .. p.user) == 1) then
+    if r and count(K.pair) == 0 and not (p.user ~= '' and redis.call('HEXISTS', conv_key, 'u:' .. p.user) == 1) then
       return 'number', r
     end
     for _, axis in ipairs({{'ip', 'client_ip'}, {'user', 'user'}, {'country', 'country'}}) do
       local lw = L[axis[1]]
       if lw then
-        r = over(lw[3], lw)
+        r = over(K[axis[1]], lw)
         if r then return axis[2], r end
       end
     end
   end
-  local r = over(L.global[3], L.global)
+  local r = over(K.global, L.global)
   if r then return 'global', r end
   if p.paid then
     if p.confirm_call then
-      r = over(L.confirm[3], L.confirm)
+      r = over(K.confirm, L.confirm)
       if r then return 'number', r end
     end
     if not converted then
@@ -135,7 +120,7 @@ local function check()
 end
 
 local reason, retry_after = check()
-local spend_key = 'gw:spend:' .. math.floor(SEC / 86400)
+local spend_key = K.spend
 local s = p.spend
 if not reason and p.paid and not converted then
   local spent = redis.call('HMGET', spend_key, '*', p.country)
@@ -147,7 +132,7 @@ if not reason and p.paid and not converted then
 end
 
 if reason then
-  redis.call('HINCRBY', 'gw:metrics:refused', reason, 1)
+  redis.call('HINCRBY', K.refused, reason, 1)
   local record = p.record
   record.reason, record.created_at, record.ended_at = reason, NOW, NOW
   audit(record)
@@ -157,16 +142,16 @@ end
 if p.limited then
   for _, name in ipairs({'pair', 'number', 'ip', 'user', 'country'}) do
     local lw = L[name]
-    if lw and lw[1] > 0 then bump(lw[3], lw[2]) end
+    if lw and lw[1] > 0 then bump(K[name], lw[2]) end
   end
 end
-if L.global[1] > 0 then bump(L.global[3], L.global[2]) end
+if L.global[1] > 0 then bump(K.global, L.global[2]) end
 local warn = ''
 if p.paid then
-  if p.confirm_call and L.confirm[1] > 0 then bump(L.confirm[3], L.confirm[2]) end
+  if p.confirm_call and L.confirm[1] > 0 then bump(K.confirm, L.confirm[2]) end
   local keep = bucket_size * (pump.buckets + 1)
-  for _, scope_id in ipairs({{'prefix', p.prefix}, {'country', p.country}}) do
-    local key = 'gw:pump:' .. scope_id[1] .. ':' .. scope_id[2] .. ':' .. bucket_now
+  for _, scope in ipairs({'prefix', 'country'}) do
+    local key = PUMP[scope][#PUMP[scope]]  -- the current bucket
     redis.call('HINCRBY', key, 's', 1)
     redis.call('EXPIRE', key, keep)
   end
@@ -182,7 +167,7 @@ if p.paid then
       and country_now - s.cost < 0.8 * s.country_budget then
     warned[#warned + 1] = p.country
   end
-  for _, scope in ipairs(warned) do redis.call('HINCRBY', 'gw:metrics:spend_warnings', scope, 1) end
+  for _, scope in ipairs(warned) do redis.call('HINCRBY', K.warnings, scope, 1) end
   warn = table.concat(warned, ',')
 end
 return {'ok', warn, tripped}

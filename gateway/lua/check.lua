@@ -1,18 +1,25 @@
--- KEYS: vf, audit stream, timers[, user hash for 'recovery'][, inbound message marker]. ARGV[5..]: mode
--- ('digest', 'verdict' or 'recovery'), the marker's ttl ('' without a marker), then the verdict
--- ('1'/'0') or the candidate's digests: one per server key (the current one, then
--- GATEWAY_SECRET_KEY_PREVIOUS), so a code digested before a key rotation still checks.
+-- KEYS: vf, audit stream, timers, user hash ('recovery'; vf again otherwise), inbound message
+-- marker (vf again when none), the user's check counter (vf again when not counted), refusal
+-- counter, then the ending keys (prelude.lua). ARGV[5..]: mode ('digest', 'verdict' or 'recovery'), the
+-- marker's ttl ('' without a marker), the check allowance and its window ('' '': not counted),
+-- then the verdict ('1'/'0') or the candidate's digests: one per server key (the current one,
+-- then GATEWAY_SECRET_KEY_PREVIOUS), so a code digested before a key rotation still checks.
 -- A right code approves exactly once; wrong ones count toward the limit. A recovery code is
 -- removed as it approves, so each works once across every instance. A code texted in is
 -- checked once per MessageSid, whatever Twilio repeats: the marker is set in this same step.
 -- The digests compared here are HMACs under a key Redis never sees, so the timing of
 -- this comparison tells an attacker nothing about the code (the double-HMAC argument).
-local vf, stream = KEYS[1], KEYS[2]
+local vf, stream, user, marker, checks, refused = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 TIMERS = KEYS[3]
-local mode, marker_ttl, given = ARGV[5], ARGV[6], ARGV[7]
-local FIRST_DIGEST = 7
+local mode, marker_ttl, allowance, window = ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local FIRST_VALUE = 9
+local given = ARGV[FIRST_VALUE]
 if redis.call('EXISTS', vf) == 0 then return reply(vf, 'not_found', '') end
-if marker_ttl ~= '' and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', tonumber(marker_ttl)) then
+if allowance then
+  local wait = count_check(checks, refused, stream, allowance, window, vf, 'check', hget(vf, 'user_id'))
+  if wait then return reply(vf, 'refused', tostring(wait)) end
+end
+if marker_ttl ~= '' and not redis.call('SET', marker, '1', 'NX', 'EX', tonumber(marker_ttl)) then
   return reply(vf, 'repeat', '')
 end
 if not is_pending(vf) then return reply(vf, 'finished', '') end
@@ -25,14 +32,14 @@ if mode == 'digest' then
   if channel == 'totp' or channel == 'recovery_code' then return reply(vf, channel, NOW_S) end
   local code = hget(vf, 'code') or ''
   ok = false
-  for i = FIRST_DIGEST, #ARGV do
+  for i = FIRST_VALUE, #ARGV do
     if code ~= '' and code == ARGV[i] then ok = true end
   end
 elseif mode == 'recovery' then
   ok = false
   if hget(vf, 'channel') == 'recovery_code' then
-    for i = FIRST_DIGEST, #ARGV do
-      if not ok and redis.call('HDEL', KEYS[4], 'rc:' .. ARGV[i]) == 1 then ok = true end
+    for i = FIRST_VALUE, #ARGV do
+      if not ok and redis.call('HDEL', user, 'rc:' .. ARGV[i]) == 1 then ok = true end
     end
   end
 else

@@ -1,18 +1,16 @@
 -- A verification was approved: count a conversion in its prefix's and country's windows,
 -- and remember that the number (and the user with it) has converted.
--- ARGV[1]: {number, user, prefix, country, window, buckets, memory} (JSON)
-local TIME = redis.call('TIME')
-local SEC = tonumber(TIME[1])
-local p = cjson.decode(ARGV[1])
+-- ARGV[1]: {keys: {converted}, pump_keys: {prefix, country: the current bucket}, user, window,
+-- buckets, memory} (JSON; after abuse_lib.lua)
+if clock_disagrees() then return CLOCK end
 local bucket_size = math.max(math.floor(p.window / p.buckets), 1)
-local bucket_now = math.floor(SEC / bucket_size)
-for _, scope_id in ipairs({{'prefix', p.prefix}, {'country', p.country}}) do
-  local key = 'gw:pump:' .. scope_id[1] .. ':' .. scope_id[2] .. ':' .. bucket_now
+for _, scope in ipairs({'prefix', 'country'}) do
+  local key = PUMP[scope][#PUMP[scope]]
   redis.call('HINCRBY', key, 'c', 1)
   redis.call('EXPIRE', key, bucket_size * (p.buckets + 1))
 end
 if p.memory > 0 then
-  local key = 'gw:conv:' .. p.number
+  local key = K.converted
   redis.call('HSET', key, 'at', SEC)
   if p.user ~= '' then redis.call('HSET', key, 'u:' .. p.user, SEC) end
   redis.call('EXPIRE', key, p.memory)

@@ -1,5 +1,6 @@
 -- KEYS: vf, idempotency (or vf again when none), fraud block, SMS opt-out,
---       live key (or vf again when none): at most one pending verification per live key, outbox, timers
+--       live key (or vf again when none): at most one pending verification per live key, outbox, timers,
+--       started counter
 -- ARGV[5..]: body hash, idempotency ttl, id,
 --            chain (JSON) and its first channel's ttl when not opted out, the same when opted out,
 --            the pub/sub channel that wakes idle senders, then field pairs
@@ -8,7 +9,7 @@
 -- timers in the same step: the senders take it from there (gateway/sender.py), so nothing a
 -- process could die between is left to hand over.
 local vf, idem, block, optout, live, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local timers = KEYS[7]
+local timers, started = KEYS[7], KEYS[8]
 local body_hash, idem_ttl, id = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 if idem ~= vf then
   local seen = redis.call('GET', idem)
@@ -21,6 +22,8 @@ end
 if live ~= vf then
   local current = redis.call('GET', live)
   if current then
+    -- The one key found in data, not in KEYS: a Cluster move needs the live key and the
+    -- verification in one slot (docs/architecture.md).
     local other = 'gw:vf:' .. current
     local expires = tonumber(redis.call('HGET', other, 'expires') or '0')
     if redis.call('HGET', other, 'status') == 'pending' and NOW < expires then
@@ -41,7 +44,7 @@ for i = 13, #ARGV, 2 do redis.call('HSET', vf, ARGV[i], ARGV[i + 1]) end
 keep_until(vf, tonumber(expires))
 if live ~= vf then keep_until(live, tonumber(expires), id) end
 if idem ~= vf then redis.call('SET', idem, body_hash .. '|' .. id, 'EX', idem_ttl) end
-redis.call('HINCRBY', 'gw:metrics:started', first, 1)
+redis.call('HINCRBY', started, first, 1)
 redis.call('ZADD', outbox, NOW_S, id .. ':1')
 redis.call('ZADD', timers, expires, id)
 redis.call('PUBLISH', ARGV[12], '1')

@@ -49,20 +49,21 @@ local function attempts_of(key, n)
 end
 
 -- Usage report counters, read by gateway/reports.py, kept here so that a report never scans
--- the audit stream. Per UTC day the verification started (days since the epoch): the day's
--- totals (gw:usage:<day>, a few dozen fields, so a year of daily rows is one quick read),
--- the same per first channel and per country (…:dims), and carrier errors and charged
--- sends (…:x). Dims and x are also summed per block of USAGE_BLOCK days (gw:usage:b<n>…),
--- so a long range reads a block instead of each of its days.
+-- the audit stream. Per UTC day the verification started (days since the epoch, carried in
+-- its id): the day's totals (a few dozen fields, so a year of daily rows is one quick read),
+-- the same per first channel and per country (dims), and carrier errors and charged sends
+-- (x). Dims and x are also summed per block of days, so a long range reads a block instead of
+-- each of its days. The keys come last in KEYS, in gateway/keys.py `Ending` order:
+-- ended counter, day, day dims, day x, block dims, block x.
 -- Field names: <metric> = started, <status>, rescued, t<seconds-to-approve bucket>.
+local ENDING_KEYS = 6
 local USAGE_BOUNDS = {1, 2, 3, 5, 8, 13, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800}
-local USAGE_BLOCK = 8
 local USAGE_TTL = 1100 * 86400  -- three years
 local CHARGED = {sms = {sent = 1, delivered = 1, undelivered = 1}, call = {answered = 1, completed = 1}}
 local function count_usage(status, created, country, attempts)
-  local day = math.floor(created / 86400)
-  local key = 'gw:usage:' .. day
-  local both = {key, 'gw:usage:b' .. math.floor(day / USAGE_BLOCK)}
+  local base = #KEYS - ENDING_KEYS
+  local key = KEYS[base + 2]
+  local dims, xs = {KEYS[base + 3], KEYS[base + 5]}, {KEYS[base + 4], KEYS[base + 6]}
   local first = attempts[1] and attempts[1].channel or ''
   local last = attempts[#attempts] and attempts[#attempts].channel or ''
   local metrics = {'started', status}
@@ -82,19 +83,20 @@ local function count_usage(status, created, country, attempts)
   end
   for _, m in ipairs(metrics) do redis.call('HINCRBY', key, m, 1) end
   redis.call('EXPIRE', key, USAGE_TTL)
-  for _, k in ipairs(both) do
+  for i = 1, 2 do
     for _, m in ipairs(metrics) do
-      redis.call('HINCRBY', k .. ':dims', 'ch:' .. first .. '|' .. m, 1)
-      redis.call('HINCRBY', k .. ':dims', 'cc:' .. country .. '|' .. m, 1)
+      redis.call('HINCRBY', dims[i], 'ch:' .. first .. '|' .. m, 1)
+      redis.call('HINCRBY', dims[i], 'cc:' .. country .. '|' .. m, 1)
     end
-    for _, f in ipairs(x) do redis.call('HINCRBY', k .. ':x', f, 1) end
-    redis.call('EXPIRE', k .. ':dims', USAGE_TTL)
-    if #x > 0 then redis.call('EXPIRE', k .. ':x', USAGE_TTL) end
+    for _, f in ipairs(x) do redis.call('HINCRBY', xs[i], f, 1) end
+    redis.call('EXPIRE', dims[i], USAGE_TTL)
+    if #x > 0 then redis.call('EXPIRE', xs[i], USAGE_TTL) end
   end
 end
 
 -- End a pending verification: set the final status, forget the code, append the
 -- audit record, count it, and wake long-polling readers. Returns the record (JSON).
+-- Only in scripts given the ending keys (count_usage).
 local function finish(key, stream, status, reason)
   redis.call('HSET', key, 'status', status, 'reason', reason, 'ended', NOW_S, 'code', '', 'enc', '', 'keep', '')
   local f = redis.call('HMGET', key, 'id', 'user_id', 'first_name', 'last_name', 'email', 'to',
@@ -114,11 +116,33 @@ local function finish(key, stream, status, reason)
     fields[#fields + 1] = tostring(v)
   end
   redis.call('XADD', stream, 'MINID', '~', AUDIT_MINID, '*', unpack(fields))
-  redis.call('HINCRBY', 'gw:metrics:ended', f[7] .. '|' .. status .. '|' .. reason, 1)
+  redis.call('HINCRBY', KEYS[#KEYS - ENDING_KEYS + 1], f[7] .. '|' .. status .. '|' .. reason, 1)
   count_usage(status, tonumber(f[9]), f[12] or '', attempts)
+  -- A channel, not a key (gateway/keys.py DONE_PREFIX): the one name spelled here.
   redis.call('PUBLISH', 'gw:done:' .. f[1], status)
   if TIMERS then redis.call('ZREM', TIMERS, f[1]) end
   return cjson.encode(record)
+end
+
+-- A user's code checks and authenticator confirmations share one window counter, whatever
+-- number each verification names, so rotating `to` gains no guesses (gateway/abuse.py). source:
+-- the verification (or user hash) the refusal's audit record describes. Seconds to wait when
+-- refused (counted and audited), else nil once this check is counted.
+local function count_check(counter, refused, stream, allowance, window, source, action, user_id)
+  local used = tonumber(redis.call('GET', counter) or '0')
+  if used < allowance then
+    if redis.call('INCR', counter) == 1 then redis.call('EXPIRE', counter, window) end
+    return nil
+  end
+  local f = redis.call('HMGET', source, 'id', 'to', 'channel', 'client_ip', 'country')
+  redis.call('HINCRBY', refused, 'user', 1)
+  redis.call('XADD', stream, 'MINID', '~', AUDIT_MINID, '*', 'event', 'refused', 'action', action,
+             'status', 'refused', 'result', 'denied', 'reason', 'user', 'verification_id', f[1] or '',
+             'user_id', user_id, 'phone_number', f[2] or '', 'channel', f[3] or 'totp', 'client_ip', f[4] or '',
+             'country', f[5] or '', 'server_name', SERVER, 'created_at', NOW, 'ended_at', NOW)
+  local ttl = redis.call('TTL', counter)
+  if ttl < 1 then ttl = window end
+  return ttl
 end
 
 local function is_pending(key)

@@ -2,7 +2,6 @@
 the records the gateway keeps (no second bookkeeping)."""
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -38,11 +37,12 @@ def _date(args: Mapping[str, str], name: str) -> float | None:
 
 def _attempts(args: Mapping[str, str]) -> list[dict[str, Any]]:
     """Every attempt of the account's kept /v2 verifications that passes the filters, newest first."""
-    now = time.time()
+    svc = services()
+    db = V2Store(svc.redis)
+    now = db.now()  # Redis's, as the attempts' own times are: none started "in the future"
     after = _date(args, "DateCreatedAfter") or now - ATTEMPTS_DAYS * 86400
     before = _date(args, "DateCreatedBefore") or now
-    svc = services()
-    ids = V2Store(svc.redis).verification_ids(g.account_sid, after - LONGEST_LIFE, before)
+    ids = db.verification_ids(g.account_sid, after - LONGEST_LIFE, before)
     wanted = {
         "to": args.get("ChannelData.To"), "country": args.get("Country"), "channel": args.get("Channel"),
         "service_sid": args.get("VerifyServiceSid"), "verification_sid": args.get("VerificationSid"),

@@ -147,7 +147,7 @@ def check(svc: Services, service: Service, form: Mapping[str, str]) -> tuple[Ver
     if sid is not None and not forms.sid(sid, "VE"):
         raise invalid("VerificationSid", "a VE SID")
     v = find(svc, service, sid or to or "", checking=True)
-    checked, _valid = verifications.check(svc, v.id, code or "")
+    checked, _valid = verifications.check(svc, v.id, code or "", read=v)
     if checked.status in (Status.EXPIRED, Status.CANCELED) or (checked.status is Status.DENIED
                                                               and checked.reason is not Reason.MAX_ATTEMPTS):
         raise not_found(f"/Services/{service.sid}/VerificationCheck")

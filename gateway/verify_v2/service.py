@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -100,7 +99,7 @@ class ServiceStore:
         settings = changes(form)
         if "friendly_name" not in settings:
             raise invalid("FriendlyName", "required")
-        now = float(int(time.time()))
+        now = float(int(self.db.now()))
         service = Service(sid="VA" + secrets.token_hex(16), account_sid=account_sid, date_created=now,
                           date_updated=now, **settings)  # type: ignore[arg-type]
         self.db.add_service(account_sid, service.sid, service.to_record(), now)
@@ -118,11 +117,11 @@ class ServiceStore:
         """Change the given settings atomically, leaving the others as they are."""
         settings = changes(form)
 
-        def change(raw: bytes | None) -> str:
+        def change(raw: bytes | None, now: float) -> str:
             current = Service.from_record(raw) if raw else None
             if current is None or current.account_sid != account_sid:
                 raise not_found(f"/Services/{sid}")
-            return dataclasses.replace(current, date_updated=float(int(time.time())), **settings).to_record()  # type: ignore[arg-type]
+            return dataclasses.replace(current, date_updated=float(int(now)), **settings).to_record()  # type: ignore[arg-type]
 
         return Service.from_record(self.db.change_service(sid, change))
 

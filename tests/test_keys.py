@@ -1,0 +1,232 @@
+"""Every key a Lua script touches is passed in KEYS, and no script spells a key name (gateway/keys.py).
+
+The strong check runs the main flows against the real Redis while a MONITOR connection records
+every command; each command a script ran (MONITOR's `lua` client) must name only keys its
+EVALSHA declared. Redis itself reports which arguments of a command are keys (COMMAND GETKEYS).
+"""
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyotp
+import pytest
+import redis
+
+from config import load_settings
+from gateway import breakers, create_app, keys, methods, operators, verifications
+from gateway.auth import Caller, Scope
+from gateway.models import AttemptStatus, Status
+from gateway.oath import Params, Token
+from tests.conftest import API_KEY, TEST_DB, gateway_env, redis_base
+
+LUA = Path(__file__).resolve().parent.parent / "gateway" / "lua"
+# The only names still spelled in a script, and why (docs/architecture.md, towards Redis Cluster):
+ALLOWED = {
+    ("prelude.lua", keys.DONE_PREFIX),  # a pub/sub channel, not a key
+    ("create.lua", keys.verification("")),  # the live verification: an id read from another key
+}
+SPELLED = re.compile(r"""(['"])(gw:[^'"]*)\1""")
+
+
+def test_no_script_spells_a_key_name() -> None:
+    found = {(path.name, m.group(2)) for path in LUA.glob("*.lua") for m in SPELLED.finditer(path.read_text())}
+    assert found == ALLOWED
+
+
+_LINE = re.compile(r'^\d+\.\d+ \[(\d+) ([^\]]+)\] (.*)$')
+_ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b", '"': '"', "\\": "\\"}
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r'\\x([0-9a-fA-F]{2})|\\(.)',
+                  lambda m: chr(int(m.group(1), 16)) if m.group(1) else _ESCAPES.get(m.group(2), m.group(2)), text)
+
+
+@dataclass
+class Script:
+    """One script run: the keys its EVALSHA declared and the commands it ran."""
+
+    sha: str
+    declared: list[str]
+    commands: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
+class Monitor:
+    """MONITOR's lines for one database, read on a thread of its own."""
+
+    db: int
+    lines: list[tuple[str, list[str]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def feed(self, line: str) -> None:
+        """Keep a line of this database: (client, arguments)."""
+        match = _LINE.match(line)
+        if match and int(match.group(1)) == self.db:
+            with self.lock:
+                self.lines.append((match.group(2), [_unescape(a) for a in _ARG.findall(match.group(3))]))
+
+    def seen(self, marker: str) -> bool:
+        """Whether the ECHO of a marker has come through."""
+        with self.lock:
+            return any(args == ["ECHO", marker] or args == ["echo", marker] for _, args in self.lines)
+
+    def scripts(self, lua_after_eval: bool) -> list[Script]:
+        """The script runs, each with the commands MONITOR shows for it (Redis 6 shows a script's
+        commands after its EVALSHA, Redis 7 before)."""
+        runs: list[Script] = []
+        waiting: list[list[str]] = []
+        with self.lock:
+            lines = list(self.lines)
+        for client, args in lines:
+            name = args[0].upper() if args else ""
+            if client == "lua":
+                (runs[-1].commands if lua_after_eval and runs else waiting).append(args)
+            elif name in ("EVALSHA", "EVAL"):
+                run = Script(args[1] if name == "EVALSHA" else "eval", args[3:3 + int(args[2])])
+                if not lua_after_eval:
+                    run.commands, waiting = waiting, []
+                runs.append(run)
+        return runs
+
+
+@contextmanager
+def monitored(db: int) -> Iterator[Monitor]:
+    """Record every command of a database while the block runs (until an ECHO marker is seen)."""
+    parts = urlsplit(redis_base())
+    sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=30)
+    sock.sendall(b"MONITOR\r\n")
+    monitor = Monitor(db)
+    reader = sock.makefile("r", encoding="latin-1", newline="\r\n")
+
+    def read() -> None:
+        try:
+            for line in reader:
+                monitor.feed(line.rstrip("\r\n").lstrip("+"))
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    probe = redis.Redis.from_url(f"{redis_base()}/{db}")
+    deadline = time.monotonic() + 10
+    while not monitor.seen("begin"):  # MONITOR is listening once it shows this
+        assert time.monotonic() < deadline, "MONITOR showed nothing"
+        probe.echo("begin")
+        time.sleep(0.02)
+    try:
+        yield monitor
+    finally:
+        probe.echo("end")
+        deadline = time.monotonic() + 10
+        while not monitor.seen("end") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sock.close()
+        thread.join(5)
+        probe.close()
+
+
+def undeclared(r: redis.Redis, runs: list[Script]) -> list[str]:
+    """Each key a script touched that its EVALSHA did not declare, with the command."""
+    keyless: set[str] = set()
+    found = []
+    for run in runs:
+        for command in run.commands:
+            if command[0].upper() in keyless:
+                continue
+            try:
+                touched = [k.decode() if isinstance(k, bytes) else k for k in r.command_getkeys(*command)]
+            except redis.exceptions.ResponseError:
+                keyless.add(command[0].upper())  # TIME, PUBLISH, …: no key arguments
+                continue
+            found += [f"{run.sha[:8]}: {' '.join(command[:3])} touches {key!r}, declared {run.declared}"
+                      for key in touched if key not in run.declared]
+    return found
+
+
+def _redis_6(r: redis.Redis) -> bool:
+    """Whether MONITOR shows a script's commands after its EVALSHA (Redis 6; 7 shows them before)."""
+    return int(str(r.info("server")["redis_version"]).split(".")[0]) < 7
+
+
+ANNA, BEA = "+48600100200", "+48600100300"
+
+
+def flows(app) -> None:  # type: ignore[no-untyped-def]
+    """The main scripts once each: start, delivery, check (wrong, right, refused), a fallback
+    callback, a read, a fraud report, an abuse refusal, breaker reset, users' methods, tokens."""
+    svc = app.extensions["gateway"]
+    http = app.test_client()
+    http.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+
+    def start(to: str, **body: object) -> str:
+        r = http.post("/v1/verifications", json={"to": to, "channel": "sms", **body},
+                      headers={"Idempotency-Key": f"k-{to}-{len(body)}"})
+        assert r.status_code == 201, r.get_json()
+        return str(r.get_json()["id"])
+
+    vid = start(ANNA, user_id="u1", fallback=["call"])
+    v = verifications.get(svc, vid)
+    assert verifications.code_for(svc, v, 1, "job-1", "424242").code == "424242"
+    assert http.post(f"/v1/verifications/{vid}/check", json={"code": "000000"}).get_json()["valid"] is False
+    assert http.post(f"/v1/verifications/{vid}/check", json={"code": "424242"}).get_json()["valid"] is True
+    assert http.post(f"/v1/verifications/{vid}/check", json={"code": "000000"}).status_code == 429  # allowance: 2
+
+    other = start(BEA, fallback=["call"])
+    verifications.record_status(svc, other, 1, AttemptStatus.SENT, sid="SM" + "1" * 32)
+    verifications.record_status(svc, other, 1, AttemptStatus.UNDELIVERED, error_code=30003)  # falls back to a call
+    called = verifications.get(svc, other)
+    assert called.attempt.number == 2
+    assert verifications.report_fraud(svc, called, 2).kind == "ended"
+    assert http.post("/v1/verifications", json={"to": ANNA, "channel": "sms"}).status_code == 429  # number limit: 1
+
+    reply = start("+48600100400", channel="sms_reply")
+    assert verifications.await_reply(svc, verifications.get(svc, reply), 1, "+15005550006")
+    assert verifications.cancel(svc, reply).status is Status.CANCELED
+    breakers.reset(svc, "prefix", "48600", "test")
+    operators.record(svc, Caller("key-1", frozenset({Scope.ADMIN})), "test", "nothing")
+
+    secret = http.post("/v1/users/u2/totp").get_json()["secret"]
+    assert http.post("/v1/users/u2/totp/confirm", json={"code": pyotp.TOTP(secret).now()}).status_code == 200
+    token = Token("T1", pyotp.random_base32(), Params(), "u2", "line 1")
+    assert methods.import_tokens(svc, [token]) == 1
+    assert methods.import_tokens(svc, [Token("T1", token.secret, Params(), "u3", "line 1")], replace=True) == 1
+    assert "unassigned" in methods.assign_token(svc, "T1", None)
+    assert "assigned" in methods.assign_token(svc, "T1", "u2")
+    assert methods.reset_user(svc, "u2") == 2
+
+
+def test_every_key_a_script_touches_is_declared(redis_db) -> None:  # type: ignore[no-untyped-def]
+    env = gateway_env(TEST_DB, RATE_LIMIT_PER_NUMBER="1", RATE_LIMIT_PER_NUMBER_ANY_CLIENT="1",
+                      RATE_LIMIT_CHECKS_PER_USER="2", PUMPING_MIN_SENDS="1")
+    app = create_app(load_settings(env).replace(testing=True))
+    capped = create_app(load_settings(gateway_env(TEST_DB, MAX_SENDS_PER_VERIFICATION="1", RESEND_INTERVAL="0")).replace(
+        testing=True))
+    with monitored(TEST_DB) as monitor:
+        flows(app)
+        http = capped.test_client()
+        http.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+        vid = http.post("/v1/verifications", json={"to": "+48600100500"}).get_json()["id"]
+        assert http.post(f"/v1/verifications/{vid}/resend", json={}).get_json()["error"]["reason"] == "max_sends"
+    runs = monitor.scripts(lua_after_eval=_redis_6(redis_db))
+    assert len(runs) >= 25 and sum(len(r.commands) for r in runs) > 200  # the monitor saw the flows
+    assert undeclared(redis_db, runs) == []
+
+
+def test_a_key_spelled_in_a_script_is_caught(redis_db) -> None:  # type: ignore[no-untyped-def]
+    """The check itself: a script that writes a key it did not declare is reported."""
+    script: Callable[..., object] = redis_db.register_script(
+        "redis.call('SET', KEYS[1], 1) redis.call('HINCRBY', ARGV[1], 'x', 1) return 1")
+    with monitored(TEST_DB) as monitor:
+        script(keys=["k:declared"], args=["k:hidden"])
+    [problem] = undeclared(redis_db, monitor.scripts(lua_after_eval=_redis_6(redis_db)))
+    assert "'k:hidden'" in problem
