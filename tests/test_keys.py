@@ -23,7 +23,7 @@ import redis
 from config import load_settings
 from gateway import breakers, create_app, keys, methods, operators, verifications
 from gateway.auth import Caller, Scope
-from gateway.models import AttemptStatus, Status
+from gateway.models import ATTEMPT_RANK, AttemptStatus, Status
 from gateway.oath import Params, Token
 from tests.conftest import API_KEY, TEST_DB, gateway_env, redis_base
 
@@ -176,12 +176,16 @@ def flows(app) -> None:  # type: ignore[no-untyped-def]
 
     vid = start(ANNA, user_id="u1", fallback=["call"])
     v = verifications.get(svc, vid)
-    assert verifications.code_for(svc, v, 1, "job-1", "424242").code == "424242"
+    assert verifications.code_for(svc, v, 1, "424242") == "424242"
     assert http.post(f"/v1/verifications/{vid}/check", json={"code": "000000"}).get_json()["valid"] is False
     assert http.post(f"/v1/verifications/{vid}/check", json={"code": "424242"}).get_json()["valid"] is True
     assert http.post(f"/v1/verifications/{vid}/check", json={"code": "000000"}).status_code == 429  # allowance: 2
 
     other = start(BEA, fallback=["call"])
+    assert f"{other}:1" in svc.store.claim(keys.OUTBOX, 10, 30).members  # the senders' steps
+    assert svc.store.send_later(other, 1, 0.5, (1,)).kind == "later"
+    assert svc.store.sent(other, 1, AttemptStatus.SENT, ATTEMPT_RANK[AttemptStatus.SENT], "SM" + "1" * 32).kind == "changed"
+    svc.store.claim(keys.TIMERS, 10, 30)
     verifications.record_status(svc, other, 1, AttemptStatus.SENT, sid="SM" + "1" * 32)
     verifications.record_status(svc, other, 1, AttemptStatus.UNDELIVERED, error_code=30003)  # falls back to a call
     called = verifications.get(svc, other)
