@@ -62,6 +62,19 @@ class Step:
 
 
 @dataclass(frozen=True)
+class CodeWrite:
+    """One delivery's candidate code for set_code.lua: digest, encrypted copy, and its lifetimes."""
+
+    verification_id: str
+    attempt: int
+    digest: str
+    encrypted: str
+    ttl: int
+    deadline: int | None
+    latest: float | None
+
+
+@dataclass(frozen=True)
 class Claim:
     """Members leased from a schedule, Redis's time then, and the earliest due time left (None: empty)."""
 
@@ -178,16 +191,30 @@ class Store:
         """Run a script; with REDIS_WAIT_REPLICAS, WAIT for replicas on the same connection (a pipeline)."""
         if not self.wait_replicas or name not in WAITED_SCRIPTS:
             return self._scripts[name](keys=script_keys, args=args), True
-        with self.redis.pipeline(transaction=False) as pipe:
-            self._scripts[name](keys=script_keys, args=args, client=pipe)
-            reply, confirmed = self._wait(pipe)
-        return reply, confirmed
+        replies, confirmed = self._pipelined([(name, script_keys, args)])
+        return replies[0], confirmed  # type: ignore[return-value]
 
-    def _wait(self, pipe: redis.client.Pipeline) -> tuple[object, bool]:
-        pipe.publish(REPLICATION_MARK, "")
-        pipe.wait(self.wait_replicas, self.wait_ms)
-        *replies, acknowledged = pipe.execute()
-        return (replies[0] if len(replies) > 1 else None), int(acknowledged) >= self.wait_replicas
+    def _pipelined(self, calls: list[tuple[str, list[str], list[object]]]) -> tuple[list[object], bool]:
+        """Run scripts in one round trip, then (with REDIS_WAIT_REPLICAS) PUBLISH + WAIT on the same
+        connection: whether the replicas hold them and everything the primary held before."""
+        for _ in range(2):
+            # EVALSHA by hand: redis-py's pipelined Script asks SCRIPT EXISTS first, a round trip each time.
+            pipe = self.redis.pipeline(transaction=False)
+            for name, script_keys, args in calls:
+                pipe.evalsha(self._scripts[name].sha, len(script_keys), *script_keys, *args)
+            if self.wait_replicas:
+                pipe.publish(REPLICATION_MARK, "")
+                pipe.wait(self.wait_replicas, self.wait_ms)
+            try:
+                replies = pipe.execute()
+            except redis.exceptions.NoScriptError:
+                for name in {name for name, _, _ in calls}:  # a restarted or promoted Redis: load them, again
+                    self.redis.script_load(self._scripts[name].script)
+                continue
+            if not self.wait_replicas:
+                return replies, True
+            return replies[:len(calls)], int(replies[-1]) >= self.wait_replicas
+        raise redis.exceptions.NoScriptError("the scripts could not be loaded")
 
     def create(
         self,
@@ -285,36 +312,26 @@ class Store:
             "" if step.latest is None else f"{step.latest:.6f}", OUTBOX_KICK,
         )
 
-    def set_code(
-        self, verification_id: str, attempt: int, digest: str, encrypted: str, ttl: int, deadline: int | None,
-        latest: float | None = None, pipe: redis.client.Pipeline | None = None,
-    ) -> Outcome | None:
-        """Give a delivery the attempt's code: kind 'ok' (this one stored, valid ttl s from now),
-        'again' (a retry: the stored one), or stale/ended/finished/not_found (send nothing; the
-        outbox entry is dropped). With a pipeline, queue it there and answer None (see outcome())."""
-        script_keys = [key_for(verification_id), AUDIT_STREAM, OUTBOX, TIMERS]
-        args = [attempt, digest, encrypted, ttl, "" if deadline is None else deadline,
-                "" if latest is None else f"{latest:.6f}", f"{verification_id}:{attempt}"]
-        if pipe is not None:
-            self._scripts["set_code"](keys=self._declared("set_code", script_keys),
-                                      args=self._context() + [str(a) for a in args], client=pipe)
-            return None
-        return self._run("set_code", script_keys, *args)
+    def set_codes(self, writes: list[CodeWrite]) -> tuple[list[Outcome], bool]:
+        """Give each delivery its attempt's code (set_code.lua), in one round trip: kind 'ok' (this
+        one stored, valid ttl s from now), 'again' (a later try: the stored one), or
+        stale/ended/finished/not_found (send nothing; the outbox entry is dropped). With
+        REDIS_WAIT_REPLICAS, WAIT follows in the same pipeline: the second value says whether the
+        replicas hold the codes and everything before them (the claim)."""
+        calls = []
+        for w in writes:
+            args = [w.attempt, w.digest, w.encrypted, w.ttl, "" if w.deadline is None else w.deadline,
+                    "" if w.latest is None else f"{w.latest:.6f}", f"{w.verification_id}:{w.attempt}"]
+            script_keys = self._declared("set_code", [key_for(w.verification_id), AUDIT_STREAM, OUTBOX, TIMERS])
+            calls.append(("set_code", script_keys, self._context() + [str(a) for a in args]))
+        replies, confirmed = self._pipelined(calls)
+        return [self.outcome(r) for r in replies], confirmed  # type: ignore[arg-type]
 
     def claim(self, schedule: str, most: int, lease: float) -> Claim:
         """Lease up to `most` due members of a schedule (OUTBOX or TIMERS) for `lease` seconds."""
         reply = self._scripts["claim"](keys=[schedule], args=self._context() + [most, f"{lease:.3f}"])
         now, head, *members = (v.decode() for v in reply)
         return Claim(members, float(now), float(head) if head else None)
-
-    def claim_confirmed(self, pipe: redis.client.Pipeline) -> tuple[list[object], bool]:
-        """Run what a pipeline holds; with REDIS_WAIT_REPLICAS, only confirmed once the replicas hold it."""
-        if not self.wait_replicas:
-            return pipe.execute(), True
-        pipe.publish(REPLICATION_MARK, "")
-        pipe.wait(self.wait_replicas, self.wait_ms)
-        *replies, _, acknowledged = pipe.execute()
-        return replies, int(acknowledged) >= self.wait_replicas
 
     def load_many(self, verification_ids: list[str]) -> list[Verification | None]:
         """Verifications by id (None where unknown), in one round trip."""

@@ -17,7 +17,7 @@ from gateway.models import (
 )
 from gateway.schemas import StartRequest
 from gateway.services import Services
-from gateway.store import ENDING, Chain, Outcome, Step
+from gateway.store import ENDING, Chain, CodeWrite, Outcome, Step
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("gateway.audit")
@@ -268,21 +268,21 @@ def code_for(svc: Services, v: Verification, attempt: int, fresh: str) -> str | 
 def take_codes(svc: Services, requests: list[CodeRequest]) -> tuple[list[str | None], bool]:
     """The code each delivery sends (its fresh one first, the stored one on a retry; None: send
     nothing), in one round trip; and whether REDIS_WAIT_REPLICAS replicas hold them (and the claim)."""
-    pipe = svc.store.redis.pipeline(transaction=False)
+    writes = []
     for r in requests:
         v, channel = r.verification, r.verification.attempts[r.attempt - 1].channel
         wait_for = v.delivery_deadline or svc.settings.delivery_deadline
-        # Kept encrypted (Fernet) for the attempt's life, so a retry can send the same code again
-        # and the IVR can read it out; finish() and the next attempt forget it.
-        svc.store.set_code(
+        # Kept encrypted for the attempt's life, so a retry can send the same code again and the
+        # IVR can read it out; finish() and the next attempt forget it.
+        writes.append(CodeWrite(
             v.id, r.attempt, codes.digest(svc.key("code-hmac"), v.id, r.fresh),
             codes.encrypt(svc.key("code-cipher"), r.fresh), ttl_for(svc, channel, v.code_ttl),
-            wait_for if channel in fallback.SMS_CHANNELS else None, _latest_expiry(svc, v, channel), pipe=pipe,
-        )
-    replies, confirmed = svc.store.claim_confirmed(pipe)
+            wait_for if channel in fallback.SMS_CHANNELS else None, _latest_expiry(svc, v, channel),
+        ))
+    outcomes, confirmed = svc.store.set_codes(writes)
     found: list[str | None] = []
-    for r, reply in zip(requests, replies):
-        outcome = _ended(svc.store.outcome(reply))  # type: ignore[arg-type]
+    for r, outcome in zip(requests, outcomes):
+        _ended(outcome)
         if outcome.kind == "ok":
             found.append(r.fresh)
         elif outcome.kind == "again" and outcome.verification is not None:

@@ -75,3 +75,14 @@ def test_nothing_due_means_a_sender_waits_and_sends_nothing(app, redis_db: redis
         assert sender.throttle.in_flight == 0
     finally:
         sender.stop()
+
+
+def test_codes_are_taken_after_redis_forgot_its_scripts(app, client, redis_db: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    from gateway import verifications
+
+    vid = start(client, MOBILE).get_json()["id"]
+    svc = app.extensions["gateway"]
+    redis_db.script_flush()  # as after a restart or a failover to a replica that never ran them
+    v = svc.store.load(vid)
+    assert verifications.code_for(svc, v, 1, "246802") == "246802"
+    assert verifications.code_for(svc, v, 1, "135791") == "246802"  # a later try: the same code
