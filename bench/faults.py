@@ -27,8 +27,6 @@ from typing import Any
 
 import psutil
 import requests
-from rq import Worker
-from rq.job import Job
 
 from tests.conftest import API_KEY
 from tests.faultproxy import FaultProxy
@@ -144,15 +142,12 @@ class Load:
             time.sleep(0.2)
 
 
-def _busy_worker(stack: Stack, verification_id: str) -> str | None:
-    """The stack's name of the worker process running this verification's delivery."""
-    pids = {proc.pid: name for name, proc in stack.procs.items() if name.startswith("worker")}
-    for worker in Worker.all(connection=stack.redis):
-        job_id = worker.get_current_job_id()
-        if job_id and worker.pid in pids:
-            job = Job.fetch(job_id, connection=stack.redis)
-            if job.args and job.args[0] == verification_id:
-                return pids[worker.pid]
+def _busy_worker(stack: Stack, client_port: int) -> str | None:
+    """The stack's name of the worker process whose connection sent a request (by its local port)."""
+    for name, proc in stack.procs.items():
+        if name.startswith("worker") and any(
+                c.laddr and c.laddr.port == client_port for c in psutil.Process(proc.pid).net_connections("tcp")):
+            return name
     return None
 
 
@@ -165,7 +160,7 @@ def kill_worker_mid_send(stack: Stack, proxy: FaultProxy, load: Load, phase: Pha
     record = poll(lambda: proxy.held()[held_before:], 20, what="a send in flight")[0]
     item = next(i for i in load.items if i.number == record.to)
     poll(lambda: item.id, 10, what="the start's answer")
-    name = poll(lambda: _busy_worker(stack, item.id), 10, what="the worker running the send")
+    name = poll(lambda: _busy_worker(stack, record.client_port), 10, what="the worker running the send")
     stack.kill(name)
     phase.notes.append(f"killed {name} while it sent to {record.to}")
     stack.spawn_worker(name)

@@ -38,6 +38,7 @@ class Record:
     to: str
     fault: str | None
     at: float
+    client_port: int = 0  # the sender's end of the connection (which process sent it: bench/faults.py)
 
 
 class _Server(ThreadingHTTPServer):
@@ -77,7 +78,7 @@ class FaultProxy:
         with self._lock:
             return [r for r in self.records if r.fault in ("hold", "stall")]
 
-    def _decide(self, to: str) -> str | None:
+    def _decide(self, to: str, client_port: int = 0) -> str | None:
         with self._lock:
             self._sends += 1
             fault: str | None = None
@@ -85,7 +86,7 @@ class FaultProxy:
                 fault = self.plan.next.pop(0)
             elif self.plan.every and self.plan.cycle and self._sends % self.plan.every == 0:
                 fault = self.plan.cycle[(self._sends // self.plan.every) % len(self.plan.cycle)]
-            self.records.append(Record(to, fault, time.monotonic()))
+            self.records.append(Record(to, fault, time.monotonic(), client_port))
             return fault
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -114,7 +115,7 @@ class FaultProxy:
                 fault = None
                 if self.command == "POST" and self.path.endswith("/Messages.json"):
                     to = requests.utils.unquote(body.decode(errors="replace").partition("To=")[2].split("&")[0])
-                    fault = proxy._decide(to)
+                    fault = proxy._decide(to, self.client_address[1])
                 if fault in ("hold", "stall"):
                     proxy.let_go.wait(120)
                     if fault == "hold":
