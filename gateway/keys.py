@@ -69,6 +69,11 @@ def live(live_key: str) -> str:
     return f"gw:live:{live_key}"
 
 
+def v2_live(service_sid: str, number: str) -> str:
+    """The live key (see live) of a /v2 Service and number: a repeat start finds the pending one."""
+    return f"v2:{service_sid}:{number}"
+
+
 def flag(kind: str, number: str) -> str:
     """A number's mark: 'optout' (replied STOP) or 'block' (reported fraud)."""
     return f"gw:{kind}:{number}"

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway import i18n, phone, verifications
+from gateway import i18n, keys, phone, verifications
 from gateway.errors import InvalidPhoneNumber, NotFound, NotPending
 from gateway.models import Channel, CodeOptions, Reason, Status, Verification
 from gateway.schemas import StartRequest
@@ -82,7 +82,7 @@ def _voice(tts_name: str | None) -> str | None:
 
 
 def _live_key(service: Service, number: str) -> str:
-    return f"v2:{service.sid}:{number}"
+    return keys.v2_live(service.sid, number)
 
 
 def _start_request(svc: Services, service: Service, req: CreateRequest) -> StartRequest:
