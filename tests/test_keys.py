@@ -256,3 +256,16 @@ def test_a_key_spelled_in_a_script_is_caught(redis_db) -> None:  # type: ignore[
         script(keys=["k:declared"], args=["k:hidden"])
     [problem] = undeclared(redis_db, monitor.scripts(lua_after_eval=_redis_6(redis_db)))
     assert "'k:hidden'" in problem
+
+
+def test_a_token_script_given_an_outdated_owner_changes_nothing(app) -> None:  # type: ignore[no-untyped-def]
+    """Keys found in data are read first and declared; the script compares what was read (Store._settled
+    reads again on 'changed'), so a change made in between is never overwritten or missed."""
+    svc = app.extensions["gateway"]
+    assert methods.import_tokens(svc, [Token("T7", pyotp.random_base32(), Params(), "ann", "line 1")]) == 1
+    # As if read before ann got the token: no owner, so nobody's hash declared to take it from.
+    stale = svc.store._run("token_assign", [keys.token("T7"), keys.token("T7"), keys.token("T7")], "T7", "", "")
+    assert stale.kind == "changed"
+    assert [t.serial for t in svc.store.user_methods("ann").tokens] == ["T7"]
+    assert "unassigned from ann" in methods.assign_token(svc, "T7", None)  # read afresh: ann's hash declared
+    assert svc.store.user_methods("ann").tokens == ()
