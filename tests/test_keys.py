@@ -269,3 +269,13 @@ def test_a_token_script_given_an_outdated_owner_changes_nothing(app) -> None:  #
     assert [t.serial for t in svc.store.user_methods("ann").tokens] == ["T7"]
     assert "unassigned from ann" in methods.assign_token(svc, "T7", None)  # read afresh: ann's hash declared
     assert svc.store.user_methods("ann").tokens == ()
+
+
+def test_a_verification_id_carries_its_start_day() -> None:
+    today = 20_400
+    vid = keys.new_verification_id(today)
+    assert re.fullmatch(r"vf_[0-9a-f]{32}", vid)  # the shape /v2 SIDs are made of (VE + 32 hex)
+    assert keys.start_day(vid, today + 1) == today  # ended the next day: counted on the start day
+    # An id made before ids held a day (random hex), or no id at all: counted on the day it ends.
+    assert keys.start_day("vf_" + "f" * 32, today) == today and keys.start_day("vf_unknown", today) == today
+    assert keys.ending(vid, (today + 1) * keys.DAY)[1] == keys.usage(str(today))
