@@ -10,25 +10,28 @@ import re
 import secrets
 from dataclasses import dataclass
 
-PREFIX = "gw:"
-
-# The send queue: deliveries ("<id>:<attempt>") scored by when they are due (Redis time).
+# The send queue: deliveries ("<id>:<attempt>") scored by when they are due (Redis time). Written
+# by the script that makes the attempt; a sender's claim leases an entry by pushing its score
+# (claim.lua); the script that records the send removes it.
 OUTBOX = "gw:outbox"
-# Verifications' next timer (expiry, reply timeout or delivery deadline): id scored by when it is due.
+# Verifications' next timer (expiry, reply timeout or delivery deadline): id scored by when it is
+# due; claimed like the outbox by the workers' supervisor, removed when the verification ends.
 TIMERS = "gw:timers"
-# Published (a pub/sub channel, not a key) when a delivery goes into the outbox: wakes idle senders.
+# Published (a pub/sub channel, not a key) by the scripts that put a delivery in the outbox, so
+# idle senders wake at once instead of polling.
 OUTBOX_KICK = "gw:outbox:due"
 AUDIT = "gw:audit"  # ended verifications, abuse refusals, breaker trips and resets
 ACTIONS = "gw:actions"  # operators' actions
 USER_AUDIT = "gw:audit:users"  # changes to users' methods
 BREAKERS = "gw:breakers"  # tripped breakers ("<scope>:<id>") by the time they close
 GLOBAL_LIMIT = "gw:lim:global"
-# Published (to no one) before WAIT, so WAIT covers everything the primary holds.
+# Published (to no one) before WAIT, so WAIT covers everything the primary holds, also a record an
+# earlier, unconfirmed request wrote (WAIT counts only the writes of its own connection).
 REPLICATION_MARK = "gw:replicated"
 # The channel prefix prelude.lua's finish() publishes to: a channel, not a key (see done_channel).
 DONE_PREFIX = "gw:done:"
 
-USAGE_BLOCK = 8  # days summed together in the usage block counters (USAGE_BLOCK in reports.py)
+USAGE_BLOCK = 8  # days summed together in the usage block counters (gw:usage:b<n>:…; reports.py reads them)
 DAY = 86400
 _ID = re.compile(r"vf_([0-9a-f]{4})[0-9a-f]{28}")
 # A verification ends within its lifetime plus VERIFICATION_RETENTION of its start; a day
