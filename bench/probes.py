@@ -125,6 +125,8 @@ PATTERNS = [
     (re.compile(r"\+\d{8,15}"), "<e164>"),
     (re.compile(r"(rq:worker:)[^:]+"), r"\1<name>"),
     (re.compile(r"(gw:worker:)[^:]+"), r"\1<name>"),
+    (re.compile(r"^(gw:lim:(?:ip|user|checks):).+"), r"\1<client>"),
+    (re.compile(r"^(gw:lim:pair:<e164>:).+"), r"\1<client>"),
     (re.compile(r":\d{4,}$"), ":<n>"),
 ]
 

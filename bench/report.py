@@ -164,9 +164,10 @@ def _memory(results: dict[str, Any]) -> str:
     rows.append(["used_memory delta per verification (cross-check)",
                  *[c for r in reports for c in ("", f"{r['used_memory_per_verification']:.0f}")]])
     head = ["key kind"] + [h for r in reports for h in (f"{r['state']}: keys added / grown", f"{r['state']}: bytes each")]
+    encodings = "; ".join(f"{k.removeprefix('memory_encodings_')}: {v}" for k, v in results.items()
+                          if k.startswith("memory_encodings_"))
     return (_table(head, rows) + f"\n\nOver {reports[0]['verifications'] if reports else 0} verifications. "
-            f"`gw:vf` encodings queued: {results.get('memory_encodings_queued')}, pending: "
-            f"{results.get('memory_encodings_pending')}.")
+            f"`gw:vf` encodings (OBJECT ENCODING of 200): {encodings}.")
 
 
 WHY_NO_TTL = {

@@ -102,6 +102,8 @@ class Bench:
             "GLOBAL_SENDS_PER_MINUTE": "10000000", "RATE_LIMIT_PER_COUNTRY": "10000000",
             "PUMPING_MIN_SENDS": "1000000", "PUMPING_COUNTRY_MIN_SENDS": "10000000",
             "DAILY_BUDGET": "1000000000", "DAILY_BUDGET_PER_COUNTRY": "1000000000",
+            # The sends/s runs queue a backlog on purpose (ignored by versions without the bound).
+            "SEND_BACKLOG_MAX": "10000000",
         }
         self.reference_env = {**self.gateway_env, "REDIS_URL": f"{base}/{REFERENCE_DB}", "PORT": str(self.ref_port)}
         self.numbers = (f"+4860{i:07d}" for i in itertools.count(1))
@@ -357,31 +359,38 @@ class Bench:
 
     def memory(self) -> None:
         """Redis bytes per SMS verification, queued (workers stopped) and pending after its code was
-        sent and both callbacks came: every key it added, every shared key it grew, and used_memory."""
+        sent and both callbacks came: every key it added, every shared key it grew, and used_memory;
+        started with `to` alone, then naming a user and a client address (their limit counters)."""
+        reports = []
+        for label, start in (("", work.gw_start), (", user_id and client_ip", work.gw_start_identified)):
+            reports += self.memory_of(start, label)
+        self.results["memory"] = [asdict(r) | {"total": r.total} for r in reports]
+
+    def memory_of(self, start: Any, label: str) -> list[probes.MemoryReport]:
+        """The memory of `sizes.memory` verifications started by `start`, queued then pending."""
         count = self.sizes.memory
         self.gw.flushdb()
         before, used0 = probes.key_sizes(self.gw), probes.used_memory(self.gw)
         self.fake_call("POST", "/_bench/reset")
-        started = self.fill(count)
+        started, _ = self.phase(self.take(count), 32, start, cap=120)
         queued, used1 = probes.key_sizes(self.gw), probes.used_memory(self.gw)
         vf_keys = [k for k in queued if k.startswith("gw:vf:")][:200]
-        report_queued = probes.memory_added("queued", before, queued, (used0, used1), len(started))
-        self.results["memory_encodings_queued"] = probes.encodings(self.gw, vf_keys)
+        report_queued = probes.memory_added("queued" + label, before, queued, (used0, used1), started.done)
+        self.results["memory_encodings_queued" + label] = probes.encodings(self.gw, vf_keys)
         self.fake_call("POST", "/_bench/config", {"callbacks": True})
         try:
             self.start_workers(1)
-            poll(lambda: self.fake_call("GET", "/_bench/stats?brief=1")["callbacks_done"] >= 2 * len(started),
+            poll(lambda: self.fake_call("GET", "/_bench/stats?brief=1")["callbacks_done"] >= 2 * started.done,
                  120, "deliveries and callbacks")
             time.sleep(0.5)  # the worker's last bookkeeping after its send
         finally:
             self.fake_call("POST", "/_bench/config", {"callbacks": False})
             self.stop_workers()
         pending, used2 = probes.key_sizes(self.gw), probes.used_memory(self.gw)
-        report_pending = probes.memory_added("pending", before, pending, (used0, used2), len(started))
-        self.results["memory_encodings_pending"] = probes.encodings(self.gw, vf_keys)
-        self.results["memory"] = [asdict(report_queued) | {"total": report_queued.total},
-                                  asdict(report_pending) | {"total": report_pending.total}]
+        report_pending = probes.memory_added("pending" + label, before, pending, (used0, used2), started.done)
+        self.results["memory_encodings_pending" + label] = probes.encodings(self.gw, vf_keys)
         self.gw.flushdb()
+        return [report_queued, report_pending]
 
     def trips(self) -> None:
         """Redis round trips of whole SMS verifications (start, send, two callbacks, check), counted

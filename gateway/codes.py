@@ -26,8 +26,15 @@ def generate(length: int) -> str:
 
 
 def digest(key: bytes, verification_id: str, code: str) -> str:
-    """The keyed hash stored in place of a code, bound to its verification."""
+    """The keyed hash stored in place of a code, bound to its verification (hex; also recovery codes)."""
     return hmac.new(key, f"{verification_id}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def code_digest(key: bytes, verification_id: str, code: str) -> str:
+    """digest() in urlsafe base64 without padding: 43 characters instead of 64 in every pending
+    verification's hash (checks also try digest(), the form stored before)."""
+    mac = hmac.new(key, f"{verification_id}:{code}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 def derive_key(secret: str, purpose: str) -> bytes:

@@ -96,8 +96,11 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     opts = req.options
     fields = {
         "to": number.e164, "country": number.country, "ntype": number.type.value,
-        "locale": req.locale, "ivr_mode": req.ivr_mode, "max": s.max_check_attempts,
-        # Absent rather than empty: an empty field still costs bytes in every pending hash.
+        "max": s.max_check_attempts,
+        # Absent rather than empty or the default (store._decode's): every field costs bytes in
+        # every pending hash, and Redis keeps it compact only while it is small.
+        **({"locale": req.locale} if req.locale != "en" else {}),
+        **({"ivr_mode": req.ivr_mode} if req.ivr_mode != "confirm" else {}),
         **({"user_id": req.user_id} if req.user_id else {}), **({"client_ip": req.client_ip} if req.client_ip else {}),
         **{k: v for k, v in req.user.items()}, **_option_fields(svc, opts),
     }
@@ -192,7 +195,9 @@ def check(
     if v is None:
         raise NotFound(f"No verification {verification_id}.")
     message = (message_sid, INBOUND_DEDUPE_TTL) if message_sid else None
-    digests = [codes.digest(key, verification_id, code) for key in svc.keys("code-hmac")]
+    # Per key the stored form, then the hex form of codes stored before it (both keyed hashes).
+    digests = [form(key, verification_id, code)
+               for key in svc.keys("code-hmac") for form in (codes.code_digest, codes.digest)]
     outcome = svc.store.check(
         verification_id, "digest", *digests, message=message, allowance=abuse.check_allowance(svc, v.user_id),
     )
@@ -275,7 +280,7 @@ def take_codes(svc: Services, requests: list[CodeRequest]) -> tuple[list[str | N
         # Kept encrypted for the attempt's life, so a retry can send the same code again and the
         # IVR can read it out; finish() and the next attempt forget it.
         writes.append(CodeWrite(
-            v.id, r.attempt, codes.digest(svc.key("code-hmac"), v.id, r.fresh),
+            v.id, r.attempt, codes.code_digest(svc.key("code-hmac"), v.id, r.fresh),
             codes.encrypt(svc.key("code-cipher"), r.fresh), ttl_for(svc, channel, v.code_ttl),
             wait_for if channel in fallback.SMS_CHANNELS else None, _latest_expiry(svc, v, channel),
         ))

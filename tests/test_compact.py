@@ -1,6 +1,6 @@
 """A pending SMS verification stays small in Redis: its hash keeps Redis's compact encoding
-(every value within hash-max-listpack-value), and codes stored before the compact format
-still decrypt."""
+(every value within hash-max-listpack-value); and what records made before these changes hold
+still works: a code encrypted or digested in the former formats."""
 from __future__ import annotations
 
 import base64
@@ -8,7 +8,7 @@ import base64
 import redis
 from cryptography.fernet import Fernet
 
-from gateway import verifications
+from gateway import codes, verifications
 from gateway.models import AttemptStatus
 from gateway.services import Services
 from tests.test_api import give_code, start
@@ -38,3 +38,13 @@ def test_a_code_stored_before_the_compact_format_is_still_read_out(app, client, 
     old = Fernet(base64.urlsafe_b64encode(svc.key("code-cipher"))).encrypt(b"482913").decode()
     redis_db.hset(f"gw:vf:{vid}", "enc", old)
     assert verifications.spoken_code(svc, svc.store.load(vid)) == "482913"
+
+
+def test_a_code_digested_in_the_former_hex_form_still_checks(app, client, redis_db) -> None:
+    svc: Services = app.extensions["gateway"]
+    vid = start(client).get_json()["id"]
+    give_code(app, vid, "482913")
+    assert len(redis_db.hget(f"gw:vf:{vid}", "code")) == 43
+    redis_db.hset(f"gw:vf:{vid}", "code", codes.digest(svc.key("code-hmac"), vid, "482913"))  # as stored before
+    assert client.post(f"/v1/verifications/{vid}/check", json={"code": "482914"}).get_json()["valid"] is False
+    assert client.post(f"/v1/verifications/{vid}/check", json={"code": "482913"}).get_json()["valid"] is True
