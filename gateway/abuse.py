@@ -14,12 +14,12 @@ import phonenumbers
 import redis
 
 from gateway import keys
-from gateway.abuse_store import Admission
+from gateway.abuse_store import CLOCK_TRIES, Admission, admission_of
 from gateway.errors import DestinationBlocked, RateLimited, Unavailable
 from gateway.models import Channel, Verification
 from gateway.phone import NumberType, PhoneNumber
 from gateway.services import Services
-from gateway.store import Allowance
+from gateway.store import Allowance, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,10 @@ def _admit(svc: Services, payload: dict[str, Any]) -> Admission:
         # Fail closed: without the counters nothing is sent.
         log.warning("abuse limits unavailable, refusing: %s", exc)
         raise Unavailable("The gateway's limits cannot be checked; try again shortly.") from exc
+    return _logged(payload, admission)
+
+
+def _logged(payload: dict[str, Any], admission: Admission) -> Admission:
     if admission.tripped:
         log.warning("breaker tripped: %s (sms pumping suspected)", admission.tripped)
     for scope in admission.warned:
@@ -179,22 +183,43 @@ def _admit(svc: Services, payload: dict[str, Any]) -> Admission:
     return admission
 
 
+# Store.create for one start, given the time its keys are chosen at and its admission (the
+# admission's keys and request, given how many keys of the create script come before them).
+Created = Callable[[float, Callable[[int], tuple[list[str], str]]], Outcome]
+
+
 def admit_start(
     svc: Services, number: PhoneNumber, channel: Channel, ivr_mode: str,
-    user_id: str | None, client_ip: str | None, idempotency_key: str | None,
-) -> None:
-    """Admit a new verification's first send, or raise the 429 that says why not."""
+    user_id: str | None, client_ip: str | None, idempotency_key: str | None, create: Created,
+) -> Outcome:
+    """Admit a new verification's first send in the call that creates it (create: Store.create
+    given the admission), or raise the 503 (send backlog) or 429 that says why not."""
     check_number_type(svc, number)
     idem = keys.idempotency(idempotency_key) if idempotency_key else ""  # a replay sends nothing: not counted
     payload = _payload(svc, "start", number.e164, number.country, channel, ivr_mode, user_id, client_ip, idem=idem)
     payload["backlog"] = svc.settings.send_backlog_max
     payload["keys"]["outbox"] = keys.OUTBOX
-    admission = _admit(svc, payload)
+    build = _timed(svc, payload)
+    for _ in range(CLOCK_TRIES):
+        now = svc.abuse.now()
+        try:
+            outcome = create(now, lambda before: svc.abuse.placed(build(now), before))
+        except redis.exceptions.RedisError as exc:
+            # Fail closed: without the counters nothing is sent.
+            log.warning("abuse limits unavailable, refusing: %s", exc)
+            raise Unavailable("The gateway's limits cannot be checked; try again shortly.") from exc
+        if outcome.kind != "clock":
+            break
+        svc.abuse.learn(outcome.value)  # the keys chosen by time were off: choose again at Redis's time
+    else:
+        raise Unavailable("The gateway's limits cannot be checked; try again shortly.")
+    admission = _logged(payload, admission_of(outcome.admission))
     if admission.refused == "backlog":
         raise Unavailable("The gateway's send queue is over its bound; try again shortly.",
                           retry_after=BACKLOG_RETRY_AFTER)
     if admission.refused:
         raise refusal(admission.refused, admission.retry_after)
+    return outcome
 
 
 def _max_sends_left(svc: Services, v: Verification) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,18 +38,26 @@ class Breaker:
     conversions: int
 
 
+def admission_of(reply: Sequence[str]) -> Admission:
+    """admit.lua's answer, whether run alone or in a start's create call."""
+    if reply[0] == "refused":
+        return Admission(reply[1], int(reply[2]), (), reply[3] or None)
+    return Admission(None, 0, tuple(w for w in reply[1].split(",") if w), reply[2] or None)
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _keyed(payload: dict[str, Any]) -> tuple[list[str], list[str]]:
+def _keyed(payload: dict[str, Any], before: int = 0) -> tuple[list[str], list[str]]:
     """KEYS from a request's named keys ('keys': name -> key, 'pump_keys': scope -> keys), and
-    ARGV: the request as JSON with each key replaced by its position in KEYS (abuse_lib.lua)."""
+    ARGV: the request as JSON with each key replaced by its position in KEYS (abuse_lib.lua),
+    after `before` keys of another script run in the same call."""
     declared: list[str] = []
 
     def at(key: str) -> int:
         declared.append(key)
-        return len(declared)
+        return before + len(declared)
 
     request = dict(payload)
     request["keys"] = {name: at(key) for name, key in payload["keys"].items()}
@@ -84,16 +92,23 @@ class AbuseStore:
             reply = [_text(v) for v in self._run(name, build(self.now()))]
             if reply[0] != "clock":
                 return reply
-            self.offset = float(reply[1]) - time.time()
+            self.learn(reply[1])
         raise redis.exceptions.RedisError("Redis's clock kept moving past the keys chosen for it")
+
+    def placed(self, payload: dict[str, Any], before: int) -> tuple[list[str], str]:
+        """A request's keys and JSON for a call that runs admit.lua after `before` keys of its own
+        (a start: Store.create)."""
+        declared, args = _keyed(payload, before)
+        return declared, args[0]
+
+    def learn(self, redis_time: str) -> None:
+        """Redis's clock (a 'clock' answer), for the keys chosen by time from now on."""
+        self.offset = float(redis_time) - time.time()
 
     def admit(self, build: Callable[[float], dict[str, Any]]) -> Admission:
         """Run every limit, breaker and budget for one send atomically, counting it if admitted
         (build: the request with its keys chosen at a given time)."""
-        reply = self._clocked("admit", build)
-        if reply[0] == "refused":
-            return Admission(reply[1], int(reply[2]), (), reply[3] or None)
-        return Admission(None, 0, tuple(w for w in reply[1].split(",") if w), reply[2] or None)
+        return admission_of(self._clocked("admit", build))
 
     def converted(self, build: Callable[[float], dict[str, Any]]) -> None:
         """Count a conversion in the windows and remember the converted number (build: as for admit)."""

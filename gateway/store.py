@@ -6,7 +6,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import redis
@@ -31,7 +31,7 @@ inbound_key = keys.inbound
 done_channel = keys.done_channel
 # Scripts that start or can end a verification, or record a send: with REDIS_WAIT_REPLICAS, WAIT
 # follows them in one pipeline.
-WAITED_SCRIPTS = frozenset({"create", "check", "finish", "advance", "sent"})
+WAITED_SCRIPTS = frozenset({"create", "start", "check", "finish", "advance", "sent"})
 # Scripts that can end a verification (prelude.lua finish(), also through expire_if_due): they
 # get its ending keys (keys.ending) last in KEYS.
 ENDING_SCRIPTS = frozenset({"check", "finish", "advance", "set_code", "reply_index"})
@@ -101,6 +101,7 @@ class Outcome:
     verification: Verification | None = None
     replicated: bool = True  # False: fewer replicas than REDIS_WAIT_REPLICAS confirmed it in time
     now: float = 0.0  # Redis's clock when the script ran (0 for scripts that do not say)
+    admission: tuple[str, ...] = ()  # a start's admission answer (admit.lua), run in the same call
 
     @property
     def audit(self) -> str | None:
@@ -158,6 +159,16 @@ class Store:
             (name, connection.register_script(prelude + (_LUA / f"{name}.lua").read_text()))
             for name in ("totp_use", "tokens_import", "token_assign", "record_action", "check_gate")
         )
+        # A start is one call: admit.lua (on abuse_lib.lua, its request the last argument, its keys
+        # after create's) and, only when it admits, create.lua. Answers {admission} or
+        # {admission, create's reply}.
+        self._scripts["start"] = connection.register_script(
+            prelude + "local function admit(ARGV)\n" + (_LUA / "abuse_lib.lua").read_text()
+            + (_LUA / "admit.lua").read_text() + "\nend\n"
+            + "local function create()\n" + (_LUA / "create.lua").read_text() + "\nend\n"
+            + "local admitted = admit({table.remove(ARGV)})\n"
+            + "if admitted[1] ~= 'ok' then return {admitted} end\n"
+            + "return {admitted, create()}\n")
         user_lib = prelude + (_LUA / "user_lib.lua").read_text()
         self._scripts.update(
             (name, connection.register_script(user_lib + (_LUA / f"{name}.lua").read_text()))
@@ -177,6 +188,11 @@ class Store:
 
     def _run(self, name: str, script_keys: list[str], *args: object) -> Outcome:
         reply, replicated = self._call(name, self._declared(name, script_keys), self._context() + [str(a) for a in args])
+        if name == "start":  # {admission} when it did not admit, else {admission, create's reply}
+            admission = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in reply[0])  # type: ignore[union-attr]
+            if len(reply) == 1:  # 'refused' or 'clock' (then the value is Redis's time)
+                return Outcome(admission[0], admission[1], replicated=replicated, admission=admission)
+            return replace(self.outcome(reply[1], replicated), admission=admission)  # type: ignore[arg-type]
         return self.outcome(reply, replicated)
 
     @staticmethod
@@ -224,20 +240,24 @@ class Store:
         to: str,
         idempotency: tuple[str, str] | None,
         live_key: str | None = None,
+        admission: Callable[[int], tuple[list[str], str]] | None = None,
     ) -> Outcome:
         """Create a verification with its first delivery due now, unless idempotency, a live one or a
-        block says otherwise (limits: gateway/abuse.py). chains: the plan for a number that may get
-        SMS, and for one that replied STOP."""
+        block says otherwise. chains: the plan for a number that may get SMS, and for one that
+        replied STOP. admission: the send's admission (gateway/abuse.py: its keys and request, given
+        how many keys come before them), run first in the same call; kind 'refused' or 'clock' when
+        it did not admit (nothing created); its answer in .admission."""
         vf = key_for(verification_id)
         idem_key, body_hash = (keys.idempotency(idempotency[0]), idempotency[1]) if idempotency else (vf, "")
         pairs = [str(item) for kv in fields.items() for item in kv]
+        script_keys = [vf, idem_key, keys.block(to), keys.optout(to), keys.live(live_key) if live_key else vf,
+                       OUTBOX, TIMERS, keys.metrics("started")]
+        admit_keys, request = admission(len(script_keys)) if admission else ([], None)
         return self._run(
-            "create",
-            [vf, idem_key, keys.block(to), keys.optout(to), keys.live(live_key) if live_key else vf, OUTBOX,
-             TIMERS, keys.metrics("started")],
+            "create" if request is None else "start", script_keys + admit_keys,
             body_hash, 86400, verification_id,
             json.dumps(chains[0].channels), chains[0].ttl, json.dumps(chains[1].channels), chains[1].ttl,
-            OUTBOX_KICK, *pairs,
+            OUTBOX_KICK, *pairs, *([request] if request is not None else []),
         )
 
     def load(self, verification_id: str) -> Verification | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import abuse, codes, fallback, keys, methods, metrics, phone
@@ -88,11 +89,6 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     )
     if not chains[0]:
         raise DestinationBlocked(f"No requested channel can reach a {number.type.value} number.")
-    abuse.admit_start(svc, number, chains[0][0], req.ivr_mode, req.user_id, req.client_ip, idempotency_key)
-    # The id carries the UTC day it starts, so that whichever script ends it is given that day's
-    # usage counters (keys.ending). The day is this node's clock corrected by Redis's (the
-    # admission just ran): off only by the clock's drift since, near midnight. Its record's times are Redis's.
-    verification_id = keys.new_verification_id(int(svc.abuse.now() // keys.DAY))
     opts = req.options
     fields = {
         "to": number.e164, "country": number.country, "ntype": number.type.value,
@@ -105,10 +101,20 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
         **{k: v for k, v in req.user.items()}, **_option_fields(svc, opts),
     }
     plans = tuple(Chain([c.value for c in chain], ttl_for(svc, chain[0], opts.ttl) if chain else 0) for chain in chains)
-    outcome = svc.store.create(
-        verification_id, fields, (plans[0], plans[1]), number.e164,
-        (idempotency_key, req.fingerprint()) if idempotency_key else None, opts.live_key,
-    )
+
+    def create(now: float, admission: Callable[[int], tuple[list[str], str]]) -> Outcome:
+        # The id carries the UTC day it starts, so that whichever script ends it is given that
+        # day's usage counters (keys.ending): the day of the admission's keys, which the script
+        # refuses (and this is asked again) unless Redis's clock agrees. Its record's times are Redis's.
+        verification_id = keys.new_verification_id(int(now // keys.DAY))
+        return svc.store.create(
+            verification_id, fields, (plans[0], plans[1]), number.e164,
+            (idempotency_key, req.fingerprint()) if idempotency_key else None, opts.live_key, admission,
+        )
+
+    # One call admits the send (every limit, breaker and budget) and creates the verification.
+    outcome = abuse.admit_start(svc, number, chains[0][0], req.ivr_mode, req.user_id, req.client_ip,
+                                idempotency_key, create)
     if outcome.kind == "existing":
         _confirmed(outcome.replicated)
         return get(svc, outcome.value), False
