@@ -17,8 +17,8 @@ Why not rq's own scheduler (rq 2.12.0, read in `rq/scheduler.py` and `rq/worker/
 
 So the supervisor, one thread per worker process, does each second what rq's scheduler
 does (`RQScheduler.enqueue_scheduled_jobs`) under the same lock key but with a short TTL,
-putting due jobs at the front of the queue (they are timers and retries, already due, and
-must not wait behind a backlog of new deliveries), survives any Redis error by trying again on the next tick, marks its worker
+putting due jobs at the front of the queue (they are already due), runs the due verification
+timers as the lock holder, survives any Redis error by trying again on the next tick, marks its worker
 alive with a short-lived key, and hands jobs of workers that are no longer alive to rq's own
 abandoned-job handling (`StartedJobRegistry.cleanup`: failure callback, then retry or give up).
 """

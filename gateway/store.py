@@ -14,6 +14,7 @@ import redis
 from gateway import keys
 from gateway.models import Attempt, AttemptStatus, Channel, Reason, Status, Verification
 from gateway.oath import Algorithm, Params, StoredToken, UserMethods
+from gateway.send_store import SendQueue
 
 # Key names live in gateway/keys.py; these names stay for the modules that import them.
 AUDIT_STREAM = keys.AUDIT
@@ -59,28 +60,6 @@ class Step:
     resend_interval: int | None = None  # a resend: refused until this long after the attempt began
     deadline_due: bool = False  # a delivery deadline: refused unless it has passed
     latest: float | None = None  # the next attempt expires no later than this (Redis time)
-
-
-@dataclass(frozen=True)
-class CodeWrite:
-    """One delivery's candidate code for set_code.lua: digest, encrypted copy, and its lifetimes."""
-
-    verification_id: str
-    attempt: int
-    digest: str
-    encrypted: str
-    ttl: int
-    deadline: int | None
-    latest: float | None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """Members leased from a schedule, Redis's time then, and the earliest due time left (None: empty)."""
-
-    members: list[str]
-    now: float
-    next_due: float | None
 
 
 @dataclass(frozen=True)
@@ -136,7 +115,7 @@ def _server_ip() -> str:
         return ""
 
 
-class Store:
+class Store(SendQueue):
     """The gateway's storage: one Redis, atomic changes through registered Lua scripts."""
 
     def __init__(
@@ -331,67 +310,6 @@ class Store:
             "" if step.resend_interval is None else step.resend_interval, "1" if step.deadline_due else "0",
             "" if step.latest is None else f"{step.latest:.6f}", OUTBOX_KICK,
         )
-
-    def set_codes(self, writes: list[CodeWrite]) -> tuple[list[Outcome], bool]:
-        """Give each delivery its attempt's code (set_code.lua), in one round trip: kind 'ok' (this
-        one stored, valid ttl s from now), 'again' (a later try: the stored one), or
-        stale/ended/finished/not_found (send nothing; the outbox entry is dropped). With
-        REDIS_WAIT_REPLICAS, WAIT follows in the same pipeline: the second value says whether the
-        replicas hold the codes and everything before them (the claim)."""
-        calls = []
-        for w in writes:
-            args = [w.attempt, w.digest, w.encrypted, w.ttl, "" if w.deadline is None else w.deadline,
-                    "" if w.latest is None else f"{w.latest:.6f}", f"{w.verification_id}:{w.attempt}"]
-            script_keys = self._declared("set_code", [key_for(w.verification_id), AUDIT_STREAM, OUTBOX, TIMERS])
-            calls.append(("set_code", script_keys, self._context() + [str(a) for a in args]))
-        replies, confirmed = self._pipelined(calls)
-        return [self.outcome(r) for r in replies], confirmed  # type: ignore[arg-type]
-
-    def claim(self, schedule: str, most: int, lease: float) -> Claim:
-        """Lease up to `most` due members of a schedule (OUTBOX or TIMERS) for `lease` seconds."""
-        reply = self._scripts["claim"](keys=[schedule], args=self._context() + [most, f"{lease:.3f}"])
-        now, head, *members = (v.decode() for v in reply)
-        return Claim(members, float(now), float(head) if head else None)
-
-    def load_many(self, verification_ids: list[str]) -> list[Verification | None]:
-        """Verifications by id (None where unknown), in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for verification_id in verification_ids:
-            pipe.hgetall(key_for(verification_id))
-        return [_decode(raw) if raw else None for raw in pipe.execute()]
-
-    def sent(self, verification_id: str, attempt: int, status: AttemptStatus, rank: int, sid: str | None) -> Outcome:
-        """Record a send the carrier took: sid and status, out of the outbox, next timer set."""
-        return self._run("sent", [key_for(verification_id), OUTBOX, TIMERS],
-                         verification_id, attempt, status.value, rank, sid or "")
-
-    def send_later(self, verification_id: str, attempt: int, backoff: float | None, intervals: tuple[int, ...]) -> Outcome:
-        """Put a failed send back in the outbox: after `backoff` s without using a try up (throttled),
-        else after the next retry interval; kind 'spent' when no try is left, 'stale' when moot."""
-        return self._run("send_later", [key_for(verification_id), OUTBOX], verification_id, attempt,
-                         "" if backoff is None else f"{backoff:.3f}", *intervals)
-
-    def release(self, entries: list[str], due: float) -> None:
-        """Make claimed outbox entries due again at `due` (Redis time); XX: never revive a removed one."""
-        if entries:
-            self.redis.zadd(OUTBOX, {entry: due for entry in entries}, xx=True)
-
-    def drop(self, entries: list[str]) -> None:
-        """Remove outbox entries that have nothing left to send (their verification ended or moved on)."""
-        if entries:
-            self.redis.zrem(OUTBOX, *entries)
-
-    def reschedule(self, schedule: str, member: str, due: float | None) -> None:
-        """Set a claimed member's next due time (Redis time), or drop it (None)."""
-        if due is None:
-            self.redis.zrem(schedule, member)
-        else:
-            self.redis.zadd(schedule, {member: due}, xx=True)
-
-    def backlog(self) -> int:
-        """Outbox entries due by Redis's clock now (deliveries waiting for a sender)."""
-        seconds, micros = self.redis.time()
-        return int(self.redis.zcount(OUTBOX, "-inf", seconds + micros / 1e6))
 
     def set_flag(self, kind: str, number: str, why: str = "1") -> None:
         """Mark a number (kind 'optout': it replied STOP), saying why; one command, atomic by itself."""

@@ -18,7 +18,8 @@ from gateway.models import (
 )
 from gateway.schemas import StartRequest
 from gateway.services import Services
-from gateway.store import ENDING, Chain, CodeWrite, Outcome, Step
+from gateway.send_store import CodeWrite
+from gateway.store import ENDING, Chain, Outcome, Step
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("gateway.audit")

@@ -86,3 +86,17 @@ def test_codes_are_taken_after_redis_forgot_its_scripts(app, client, redis_db: r
     v = svc.store.load(vid)
     assert verifications.code_for(svc, v, 1, "246802") == "246802"
     assert verifications.code_for(svc, v, 1, "135791") == "246802"  # a later try: the same code
+
+
+def test_delivery_and_timer_jobs_queued_before_the_upgrade_hand_over_to_the_outbox(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    from rq import SimpleWorker
+
+    vid = start(client, MOBILE).get_json()["id"]
+    svc = app.extensions["gateway"]
+    redis_db.delete("gw:outbox", "gw:timers")  # as an old version left it: the work only in rq
+    svc.queue.enqueue("gateway.jobs.deliver", vid, 1)
+    svc.queue.enqueue("gateway.jobs.run_timers", vid)
+    with app.app_context():
+        SimpleWorker([svc.queue], connection=svc.queue.connection).work(burst=True)
+    assert redis_db.zrange("gw:outbox", 0, -1) == [f"{vid}:1".encode()]
+    assert redis_db.zrange("gw:timers", 0, -1) == [vid.encode()]
