@@ -4,6 +4,10 @@ the replica stopped under write load, then the primary killed (kill -9) while it
 
 Run: `python -m bench.failover [--seconds 30] [--wait-replicas 0 1]`. Prints one JSON report per
 setting and writes bench/results/failover.json. Every process it starts is stopped by PID.
+
+Deliveries are the senders' (gateway/sender.py: the gw:outbox ZSET, claimed with a lease), so what
+the carrier got is read from the simulator's messages, each tied to its verification and attempt by
+its status callback URL; timers are the gw:timers entries, watched on the primary of the moment.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +27,9 @@ import requests
 
 from bench.procs import OUT, answers
 from tests.sentinels import SentinelGroup
-from tests.stack import Stack, free_port, poll, procfile
+from tests.stack import LOGS, Stack, code_of, free_port, poll, procfile
 
-REPLY_TIMEOUT = 10  # seconds: sms_reply probes end by the rq timer only (nobody replies)
+REPLY_TIMEOUT = 10  # seconds: sms_reply probes end by their gw:timers entry only (nobody replies)
 PROBE_EVERY = 10  # one start in ten is a timer probe
 CLIENTS = 4
 LAG = 1.5  # seconds the replica is stopped before the primary is killed
@@ -105,6 +110,55 @@ def _writer(group: SentinelGroup, stop: threading.Event) -> None:
             time.sleep(0.1)
 
 
+@dataclass
+class Timers:
+    """What gw:timers held on the primary of the moment: each member's due times, and the most
+    overdue an entry was seen (now - due, by Redis's clock) from the promotion on."""
+
+    due: dict[str, float] = field(default_factory=dict)  # member -> the earliest due time seen after promotion
+    overdue_max: float = 0.0
+    overdue_member: str | None = None
+    samples: int = 0
+    promoted_at: float | None = None  # set by the drill; watching counts only from then
+
+
+def _watch_timers(group: SentinelGroup, timers: Timers, stop: threading.Event) -> None:
+    """Sample gw:timers every 0.25 s on the Sentinels' primary (after the promotion: the new one)."""
+    from gateway.store import TIMERS
+
+    client, port = None, None
+    while not stop.wait(0.25):
+        if timers.promoted_at is None:
+            continue
+        try:
+            now_port = group.primary_port()
+            if client is None or now_port != port:
+                client, port = group.client(now_port or 0), now_port
+            seconds, micros = client.time()
+            now = seconds + micros / 1e6
+            entries = client.zrange(TIMERS, 0, -1, withscores=True)
+        except Exception:  # noqa: BLE001 - between two primaries; look again
+            client = None
+            continue
+        timers.samples += 1
+        for raw, due in entries:
+            member = raw.decode()
+            timers.due[member] = min(due, timers.due.get(member, due))
+            late = now - max(due, timers.promoted_at)
+            if late > timers.overdue_max:
+                timers.overdue_max, timers.overdue_member = late, member
+
+
+def _outbox(client_of: Any) -> dict[str, float]:
+    """The outbox's entries (member -> due), or {} when that primary does not answer."""
+    from gateway.store import OUTBOX
+
+    try:
+        return {m.decode(): d for m, d in client_of().zrange(OUTBOX, 0, -1, withscores=True)}
+    except Exception:  # noqa: BLE001 - a report, not a step of the drill
+        return {}
+
+
 def drill(wait_replicas: int, seconds: float) -> dict[str, Any]:
     """One run; the report of what clients saw and what Redis and the handsets hold afterwards."""
     # Two replicas, so that after the failover one is left to confirm writes (REDIS_WAIT_REPLICAS=1).
@@ -112,6 +166,8 @@ def drill(wait_replicas: int, seconds: float) -> dict[str, Any]:
     stack: Stack | None = None
     stop = threading.Event()
     load = Load()
+    timers = Timers()
+    watching = threading.Event()  # set: stop watching gw:timers (after the probes ended)
     threads: list[threading.Thread] = []
     try:
         group.start()
@@ -127,7 +183,8 @@ def drill(wait_replicas: int, seconds: float) -> dict[str, Any]:
         threads = [threading.Thread(target=_client, args=(urls, "test-api-key-0123456789", load, stop, i))
                    for i in range(1, CLIENTS + 1)]
         threads.append(threading.Thread(target=_writer, args=(group, stop)))
-        for t in threads:
+        watcher = threading.Thread(target=_watch_timers, args=(group, timers, watching))
+        for t in [*threads, watcher]:
             t.start()
         began = time.time()
         time.sleep(seconds / 3)  # steady load on the healthy pair
@@ -136,12 +193,15 @@ def drill(wait_replicas: int, seconds: float) -> dict[str, Any]:
         for replica in replicas:
             group.signal(replica, signal.SIGSTOP)  # the replicas fall behind under write load...
         time.sleep(LAG)
+        outbox_before = _outbox(lambda: group.client(old))  # what the old primary held at its death
         killed_at = time.time()
         group.signal(old, signal.SIGKILL)  # ...and the primary dies while they lag
         for replica in replicas:
             group.signal(replica, signal.SIGCONT)
         poll(lambda: group.primary_port() not in (None, old), 60, 0.1, what="promotion")
         promoted_at = time.time()
+        timers.promoted_at = promoted_at
+        outbox_after = _outbox(lambda: group.client(group.primary_port() or 0))  # what the new one holds
         time.sleep(max(seconds - (promoted_at - began), REPLY_TIMEOUT + 2))  # load on the new primary
         stop.set()
         for t in threads:
@@ -149,10 +209,20 @@ def drill(wait_replicas: int, seconds: float) -> dict[str, Any]:
         ended_at = time.time()
         # Let deliveries and timers finish, then look.
         poll(lambda: _pending_probes(stack, load.acks) == 0, REPLY_TIMEOUT + 30, 0.5, what="probes ended")
-        time.sleep(3)  # late deliveries still in flight
-        return _report(stack, load, wait_replicas, began, killed_at, promoted_at, ended_at, load.acks, pids)
+        # A lease left behind by the failover ends within delivery_lease (TWILIO_TIMEOUT + 10 s): any
+        # duplicate would go out by then, and the outbox is empty once everything was sent.
+        try:
+            poll(lambda: not _outbox(lambda: stack.redis), 40, 0.5, what="outbox empty")
+        except TimeoutError:
+            pass  # an entry left for good is in the report (details), not a reason to lose the run
+        watching.set()
+        watcher.join(5)
+        report = _report(stack, load, wait_replicas, began, killed_at, promoted_at, ended_at, load.acks, pids, timers)
+        report["details"] = _details(stack, report.pop("_duplicates"), outbox_before, outbox_after)
+        return report
     finally:
         stop.set()
+        watching.set()
         for t in threads:
             t.join(5)
         if stack:
@@ -169,27 +239,37 @@ def _pending_probes(stack: Stack, acks: list[Ack]) -> int:
 
 
 def _report(stack: Stack, load: Load, wait_replicas: int, began: float, killed_at: float, promoted_at: float,
-            ended_at: float, acks: list[Ack], pids: dict[str, int]) -> dict[str, Any]:
+            ended_at: float, acks: list[Ack], pids: dict[str, int], timers: Timers) -> dict[str, Any]:
     ok = sorted(load.ok_times)
     gaps = [b - a for a, b in zip([began, *ok], [*ok, ended_at])]
     pipe = stack.redis.pipeline(transaction=False)
     for a in acks:
-        pipe.hmget(f"gw:vf:{a.id}", "status", "reason", "expires", "ended", "a1:st")
+        pipe.hmget(f"gw:vf:{a.id}", "status", "reason", "expires", "ended")
     records = pipe.execute()
-    handsets = {h["number"]: h for h in stack.sim("GET", "handsets")["handsets"]}
     missing = [a for a, r in zip(acks, records) if r[0] is None]
     present = [(a, r) for a, r in zip(acks, records) if r[0] is not None]
-    sms_count = {n: len(stack.inbox(n)) for n in {a.to for a, _ in present} if n in handsets}
-    never = [a.id for a, _ in present if sms_count.get(a.to, 0) == 0]
-    twice = {a.to for a, _ in present if sms_count.get(a.to, 0) > 1}
-    duplicates = twice - load.refused_numbers  # a start acknowledged at once, yet texted twice
-    resent = twice & load.refused_numbers  # refused (503), lost with the primary, texted again on the retry
+    sent = stack.sent_by_attempt()
+    by_verification: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (verification_id, _), messages in sent.items():
+        by_verification[verification_id] += messages
+    acknowledged = {a.id for a in acks}
+    never = [a.id for a, _ in present if not by_verification.get(a.id)]
+    duplicates = {key: ms for key, ms in sent.items() if len(ms) > 1}
+    # The worse case: the user holds two different codes for one verification (the first stops working).
+    two_codes = [vid for vid, ms in by_verification.items() if len({code_of(m["body"]) for m in ms}) > 1]
+    # A start refused (503) yet delivered, lost with the primary, created again by the retry and texted again.
+    per_number: dict[str, set[str]] = defaultdict(set)
+    for vid, ms in by_verification.items():
+        per_number[ms[0]["to"]].add(vid)
+    texted_for_two = [n for n, vids in per_number.items() if len(vids) > 1]
     lateness = []
     for a, r in present:
         if a.channel == "sms_reply" and r[1] == b"reply_timeout" and r[3]:
-            expires, ended = float(r[2]), float(r[3])
-            if expires > killed_at - 1:  # probes whose timer fell due around or after the failover
-                lateness.append(ended - max(expires, promoted_at))
+            # Its gw:timers due time as the new primary held it, unless a lease pushed that past the
+            # expiry it stands for (a timer claimed on the old primary: lateness counts from the expiry).
+            due = min(timers.due.get(a.id, float(r[2])), float(r[2]))
+            if due > killed_at - 1:  # timers that fell due around or after the failover
+                lateness.append(float(r[3]) - max(due, promoted_at))
     return {
         "wait_replicas": wait_replicas,
         "acknowledged_starts": len(acks),
@@ -198,14 +278,46 @@ def _report(stack: Stack, load: Load, wait_replicas: int, began: float, killed_a
         "longest_gap_s": round(max(gaps), 2),
         "failover_s": round(promoted_at - killed_at, 2),
         "acknowledged_missing": len(missing),
+        "acknowledged_missing_but_texted": sum(1 for a in missing if a.id in by_verification),
         "never_delivered": len(never),
-        "duplicate_sms": len(duplicates),
-        "texted_again_after_a_503_retry": len(resent),
+        "messages_sent": sum(len(ms) for ms in sent.values()),
+        "messages_not_acknowledged": sum(len(ms) for (vid, _), ms in sent.items() if vid not in acknowledged),
+        "duplicate_sms": sum(len(ms) - 1 for ms in duplicates.values()),
+        "attempts_texted_twice": len(duplicates),
+        "verifications_with_two_codes": len(two_codes),
+        "numbers_texted_for_two_verifications": len(texted_for_two),
         "timer_probes_after_failover": len(lateness),
         "timer_late_max_s": round(max(lateness), 2) if lateness else None,
         "timer_late_median_s": round(sorted(lateness)[len(lateness) // 2], 2) if lateness else None,
+        "timers_overdue_max_s": round(timers.overdue_max, 2),
+        "timers_samples": timers.samples,
         "processes_restarted": [n for n, pid in pids.items() if stack.procs[n].pid != pid or stack.procs[n].poll() is not None],
+        "_duplicates": duplicates,
     }
+
+
+def _details(stack: Stack, duplicates: dict[tuple[str, int], list[dict[str, Any]]], outbox_before: dict[str, float],
+             outbox_after: dict[str, float]) -> list[dict[str, Any]]:
+    """For each attempt texted twice: its messages, which worker sent each (its log line), and the
+    outbox entry and record around the failover."""
+    logs = {name: (LOGS / f"stack-{stack.db}-{name}.log").read_text(errors="replace")
+            for name in stack.procs if name.startswith("worker")}
+    out = []
+    for (vid, attempt), messages in duplicates.items():
+        entry = f"{vid}:{attempt}"
+        raw = stack.redis.hgetall(f"gw:vf:{vid}")
+        record = {k.decode(): v.decode() for k, v in raw.items() if not k.decode().startswith(("code", "enc"))}
+        out.append({
+            "entry": entry,
+            "messages": [{"sid": m["sid"], "time": m["time"], "code_digits": len(code_of(m["body"])),
+                          "same_code": code_of(m["body"]) == code_of(messages[0]["body"]),
+                          "sent_by": [n for n, text in logs.items() if f"sms {m['sid']} sent" in text]}
+                         for m in messages],
+            "outbox_old_primary_at_kill": outbox_before.get(entry),
+            "outbox_new_primary_at_promotion": outbox_after.get(entry),
+            "record_now": record,
+        })
+    return out
 
 
 def main() -> None:

