@@ -19,7 +19,7 @@ from gateway.errors import DestinationBlocked, RateLimited, Unavailable
 from gateway.models import Channel, Verification
 from gateway.phone import NumberType, PhoneNumber
 from gateway.services import Services
-from gateway.store import Allowance, Outcome
+from gateway.store import Allowance, Conversion, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +271,23 @@ def admit_confirmation(svc: Services, user_id: str) -> float:
     if outcome.kind == "refused":
         raise refusal("user", int(outcome.value))
     return float(outcome.value)
+
+
+def conversion(svc: Services, v: Verification) -> Conversion:
+    """What an approving check of v counts in its own script: keys chosen at this node's clock
+    corrected by Redis's (the script counts only if Redis's clock agrees: counted())."""
+    a = svc.settings.abuse
+    size, now, prefix = max(a.pumping_window // BUCKETS, 1), svc.abuse.now(), prefix_of(v.to)
+    return Conversion(
+        keys.converted(v.to), pump_keys("prefix", prefix, a.pumping_window, now)[-1],
+        pump_keys("country", v.country, a.pumping_window, now)[-1], int(now // size), size,
+        a.pumping_window, BUCKETS, a.converted_memory, v.user_id or "",
+    )
+
+
+def counted(chosen: Conversion, redis_now: float) -> bool:
+    """Whether the check script counted its conversion: Redis's time was in the chosen bucket."""
+    return int(redis_now // chosen.size) == chosen.bucket
 
 
 def converted(svc: Services, v: Verification) -> None:

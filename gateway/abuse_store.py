@@ -74,8 +74,10 @@ class AbuseStore:
         lib = (_LUA / "abuse_lib.lua").read_text()
         self._scripts = {
             name: connection.register_script(lib + (_LUA / f"{name}.lua").read_text())
-            for name in ("admit", "convert", "breaker_reset", "refused")
+            for name in ("admit", "breaker_reset", "refused")
         }
+        self._scripts["convert"] = connection.register_script(
+            lib + (_LUA / "conversion_lib.lua").read_text() + (_LUA / "convert.lua").read_text())
 
     def _run(self, name: str, payload: dict[str, Any]) -> Any:
         script_keys, args = _keyed(payload)

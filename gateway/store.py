@@ -72,6 +72,22 @@ class Allowance:
 
 
 @dataclass(frozen=True)
+class Conversion:
+    """What an approving check counts in its own script (abuse.md): its keys (the number's
+    converted mark, the current pumping buckets, chosen at `bucket` of `size` seconds) and how."""
+
+    converted: str
+    prefix_bucket: str
+    country_bucket: str
+    bucket: int
+    size: int
+    window: int
+    buckets: int
+    memory: int
+    user: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a script did (kind, value) and the record as it stands afterwards."""
 
@@ -131,9 +147,12 @@ class Store(SendQueue):
         prelude = (_LUA / "prelude.lua").read_text()
         self._scripts = {
             name: connection.register_script(prelude + (_LUA / f"{name}.lua").read_text())
-            for name in ("create", "check", "finish", "attempt_status", "advance", "set_code", "reply_index",
+            for name in ("create", "finish", "attempt_status", "advance", "set_code", "reply_index",
                          "claim", "sent", "send_later")
         }
+        # An approving check counts its conversion itself (conversion_lib.lua, shared with convert.lua).
+        self._scripts["check"] = connection.register_script(
+            prelude + (_LUA / "conversion_lib.lua").read_text() + (_LUA / "check.lua").read_text())
         self._scripts.update(
             (name, connection.register_script(prelude + (_LUA / f"{name}.lua").read_text()))
             for name in ("totp_use", "tokens_import", "token_assign", "record_action", "check_gate")
@@ -252,17 +271,23 @@ class Store(SendQueue):
     def check(
         self, verification_id: str, mode: str, *values: str, user_id: str | None = None,
         message: tuple[str, int] | None = None, allowance: Allowance | None = None,
+        conversion: Conversion | None = None,
     ) -> Outcome:
         """Atomically compare a code's digests (one per key), apply a verdict, or use one of a user's
         recovery codes; count failures. message: (MessageSid, ttl) of an inbound SMS carrying the
         code: kind 'repeat' when it was checked before. allowance: count the check against it
-        first; kind 'refused' (value: seconds to wait) when it is used up."""
+        first; kind 'refused' (value: seconds to wait) when it is used up. conversion: counted by
+        an approval when Redis's time (Outcome.now) is in its bucket (abuse.counted)."""
         vf = key_for(verification_id)
         script_keys = [vf, AUDIT_STREAM, TIMERS, user_key(user_id) if user_id else vf,
                        inbound_key(message[0]) if message else vf, allowance.key if allowance else vf,
                        keys.metrics("refused")]
+        script_keys += ([conversion.converted, conversion.prefix_bucket, conversion.country_bucket]
+                        if conversion else [vf, vf, vf])
         limit = (allowance.limit, allowance.window) if allowance else ("", "")
-        return self._run("check", script_keys, mode, message[1] if message else "", *limit, *values)
+        counted = "" if conversion is None else json.dumps(
+            {k: getattr(conversion, k) for k in ("bucket", "size", "window", "buckets", "memory", "user")})
+        return self._run("check", script_keys, mode, message[1] if message else "", *limit, counted, *values)
 
     def count_confirmation(self, user_id: str, allowance: Allowance | None) -> Outcome:
         """Count an authenticator confirmation against the user's check allowance: kind 'ok' (value:

@@ -205,25 +205,28 @@ def check(
     # Per key the stored form, then the hex form of codes stored before it (both keyed hashes).
     digests = [form(key, verification_id, code)
                for key in svc.keys("code-hmac") for form in (codes.code_digest, codes.digest)]
+    # An approval counts its conversion in the same script.
+    conversion = abuse.conversion(svc, v)
     outcome = svc.store.check(
         verification_id, "digest", *digests, message=message, allowance=abuse.check_allowance(svc, v.user_id),
+        conversion=conversion,
     )
     if outcome.kind == "refused":
         raise abuse.refusal("user", int(outcome.value))
     if outcome.kind == "totp":
         verdict = methods.totp_verify(svc, outcome.verification, code, now=float(outcome.value))
-        outcome = svc.store.check(verification_id, "verdict", "1" if verdict else "0")
+        outcome = svc.store.check(verification_id, "verdict", "1" if verdict else "0", conversion=conversion)
     elif outcome.kind == "recovery_code" and outcome.verification is not None:
         user_id = outcome.verification.user_id
         digests = methods.recovery_digests(svc, user_id, code) if user_id else []
         # The code is used up in the same script that approves, so it works exactly once.
-        outcome = (svc.store.check(verification_id, "recovery", *digests, user_id=user_id) if digests
-                   else svc.store.check(verification_id, "verdict", "0"))
+        outcome = (svc.store.check(verification_id, "recovery", *digests, user_id=user_id, conversion=conversion)
+                   if digests else svc.store.check(verification_id, "verdict", "0"))
     if outcome.kind == "not_found" or outcome.verification is None:
         raise NotFound(f"No verification {verification_id}.")
     _ended(outcome)
-    if outcome.kind == "valid":
-        abuse.converted(svc, outcome.verification)
+    if outcome.kind == "valid" and not abuse.counted(conversion, outcome.now):
+        abuse.converted(svc, outcome.verification)  # Redis's clock was past the chosen bucket
     return outcome.verification, outcome.kind == "valid"
 
 

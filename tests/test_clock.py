@@ -120,3 +120,18 @@ def test_a_node_an_hour_ahead_dates_v2_services_and_send_cap_refusals_by_redis(a
     assert abs(service.date_created - time.time()) < 60
     [(_, record)] = redis_db.xrange(keys.AUDIT)
     assert record[b"reason"] == b"max_sends" and abs(float(record[b"created_at"]) - time.time()) < 60
+
+
+def test_a_check_on_a_node_an_hour_ahead_counts_its_conversion_in_redis_s_bucket(app, client, redis_db, skewed) -> None:
+    svc = app.extensions["gateway"]
+    vid = start(client).get_json()["id"]
+    give_code(app, vid, "482913")
+    svc.abuse.offset = 0.0  # a node that has not yet heard Redis's time
+    with skewed(HOUR):
+        assert client.post(f"/v1/verifications/{vid}/check", json={"code": "482913"}).get_json()["valid"]
+    seconds, _ = redis_db.time()
+    size = svc.settings.abuse.pumping_window // abuse.BUCKETS
+    counted = {int(k.decode().rsplit(":", 1)[1]): int(redis_db.hget(k, "c") or 0)
+               for k in redis_db.scan_iter("gw:pump:prefix:*")}
+    assert sum(counted.values()) == 1  # once: not in the node's bucket as well
+    assert {b for b, c in counted.items() if c} <= {seconds // size, seconds // size - 1}

@@ -1,9 +1,12 @@
 -- KEYS: vf, audit stream, timers, user hash ('recovery'; vf again otherwise), inbound message
 -- marker (vf again when none), the user's check counter (vf again when not counted), refusal
--- counter, then the ending keys (prelude.lua). ARGV[5..]: mode ('digest', 'verdict' or 'recovery'), the
--- marker's ttl ('' without a marker), the check allowance and its window ('' '': not counted),
--- then the verdict ('1'/'0') or the candidate's digests: one per server key (the current one,
--- then GATEWAY_SECRET_KEY_PREVIOUS), so a code digested before a key rotation still checks.
+-- counter, the number's converted mark and the prefix's and country's current pumping buckets
+-- (vf again when not counted), then the ending keys (prelude.lua). ARGV[5..]: mode ('digest',
+-- 'verdict' or 'recovery'), the marker's ttl ('' without a marker), the check allowance and its
+-- window ('' '': not counted), the conversion an approval counts ({bucket, size, window,
+-- buckets, memory, user} JSON; '' none), then the verdict ('1'/'0') or the candidate's digests:
+-- one per server key (the current one, then GATEWAY_SECRET_KEY_PREVIOUS), so a code digested
+-- before a key rotation still checks.
 -- A right code approves exactly once; wrong ones count toward the limit. A recovery code is
 -- removed as it approves, so each works once across every instance. A code texted in is
 -- checked once per MessageSid, whatever Twilio repeats: the marker is set in this same step.
@@ -12,7 +15,8 @@
 local vf, stream, user, marker, checks, refused = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 TIMERS = KEYS[3]
 local mode, marker_ttl, allowance, window = ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
-local FIRST_VALUE = 9
+local conversion = ARGV[9] ~= '' and cjson.decode(ARGV[9]) or nil
+local FIRST_VALUE = 10
 local given = ARGV[FIRST_VALUE]
 if redis.call('EXISTS', vf) == 0 then return reply(vf, 'not_found', '') end
 if allowance then
@@ -45,7 +49,16 @@ elseif mode == 'recovery' then
 else
   ok = given == '1'
 end
-if ok then return reply(vf, 'valid', finish(vf, stream, 'approved', '')) end
+if ok then
+  local record = finish(vf, stream, 'approved', '')
+  -- Counted only in the buckets the caller chose if Redis's clock agrees; else the caller counts
+  -- it (convert.lua) at Redis's time, which it reads in this answer.
+  local sec = tonumber(TIME[1])
+  if conversion and math.floor(sec / conversion.size) == conversion.bucket then
+    count_conversion(KEYS[8], KEYS[9], KEYS[10], conversion, sec)
+  end
+  return reply(vf, 'valid', record)
+end
 local fails = redis.call('HINCRBY', vf, 'fails', 1)
 if fails >= tonumber(hget(vf, 'max')) then
   return reply(vf, 'invalid_ended', finish(vf, stream, 'denied', 'max_attempts'))
