@@ -1,4 +1,4 @@
-"""Outbound calls: the rq delivery job's sender for the `call` channel."""
+"""Outbound calls: the sender's send function for the `call` channel."""
 from __future__ import annotations
 
 import logging

@@ -19,7 +19,7 @@ def start(client, **body):  # type: ignore[no-untyped-def]
 
 
 def give_code(app, verification_id: str, code: str = "123456") -> None:  # type: ignore[no-untyped-def]
-    """Store a known code the way the delivery job does (no carrier involved)."""
+    """Store a known code the way the sender does (no carrier involved)."""
     svc: Services = app.extensions["gateway"]
     v = svc.store.load(verification_id)
     assert verifications.code_for(svc, v, v.attempt.number, code) == code

@@ -47,14 +47,14 @@ class Voice:
         return self.app.extensions["gateway"]  # type: ignore[no-any-return]
 
     def start(self, **body: Any) -> str:
-        """Start a call verification (no worker runs: the delivery job waits in the queue)."""
+        """Start a call verification (no worker runs: the delivery waits in the outbox)."""
         body = {"to": MOBILE, "channel": "call", "fallback": [], **body}
         r = self.client.post("/v1/verifications", json=body)
         assert r.status_code == 201, r.get_data(as_text=True)
         return r.get_json()["id"]  # type: ignore[no-any-return]
 
     def deliver(self, vid: str, sid: str | None = CALL_SID) -> None:
-        """What the delivery job does for a call: keep the code, record the carrier's SID."""
+        """What the sender does for a call: keep the code, record the carrier's SID."""
         v = self.svc.store.load(vid)
         assert v is not None and verifications.code_for(self.svc, v, v.attempt.number, CODE) == CODE
         verifications.record_sent(self.svc, vid, v.attempt.number, Channel.CALL, sid)
@@ -510,7 +510,7 @@ def test_hanging_up_mid_menu_denies_no_input_after_a_grace(voice: Voice) -> None
     (job_id,) = scheduled.get_job_ids()
     due = scheduled.get_scheduled_time(job_id).timestamp() - time.time()
     assert 0 < due <= voice.settings.call_hangup_grace
-    voice.redis.delete(voice.svc.queue.key)  # leave the delivery job aside: deliver() stood in for it
+    voice.redis.delete(voice.svc.queue.key)  # only rq's scheduled hang-up check matters here
     poll(lambda: scheduled.get_scheduled_time(job_id).timestamp() <= time.time(), what="the grace to pass")
     with voice.app.app_context():  # a real worker, with rq's scheduler, in this process
         SimpleWorker([voice.svc.queue], connection=voice.svc.redis).work(burst=True, with_scheduler=True)

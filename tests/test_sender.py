@@ -100,3 +100,20 @@ def test_delivery_and_timer_jobs_queued_before_the_upgrade_hand_over_to_the_outb
         SimpleWorker([svc.queue], connection=svc.queue.connection).work(burst=True)
     assert redis_db.zrange("gw:outbox", 0, -1) == [f"{vid}:1".encode()]
     assert redis_db.zrange("gw:timers", 0, -1) == [vid.encode()]
+
+
+def test_an_ended_verification_leaves_neither_outbox_entry_nor_timer(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    from gateway import verifications
+    from gateway.models import Channel
+
+    svc = app.extensions["gateway"]
+    vid = start(client, MOBILE).get_json()["id"]
+    assert redis_db.zscore("gw:timers", vid) is not None  # from the start: the expiry
+    v = svc.store.load(vid)
+    assert verifications.code_for(svc, v, 1, "246802") == "246802"
+    verifications.record_sent(svc, vid, 1, Channel.SMS, "SM" + "0" * 32)
+    assert redis_db.zcard("gw:outbox") == 0
+    assert redis_db.zscore("gw:timers", vid) == float(redis_db.hget(f"gw:vf:{vid}", "deadline"))  # the earlier
+    r = client.post(f"/v1/verifications/{vid}/check", json={"code": "246802"})
+    assert r.get_json()["status"] == "approved"
+    assert redis_db.zcard("gw:outbox") == 0 and redis_db.zcard("gw:timers") == 0

@@ -28,7 +28,7 @@ def svc_of(app: Any) -> Services:
 
 
 def prompted(app: Any, client: Any, code: str = "123456", to: str = USER, **body: Any) -> str:
-    """Start a two-way verification and prompt it with a known code, as the delivery job does."""
+    """Start a two-way verification and prompt it with a known code, as the sender does."""
     r = client.post("/v1/verifications", json={"to": to, "channel": "sms_reply", **body})
     assert r.status_code == 201, r.get_json()
     svc = svc_of(app)

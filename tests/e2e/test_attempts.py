@@ -41,7 +41,7 @@ def short_lived() -> Iterator[Stack]:
 
 def test_a_delivery_job_that_runs_after_expiry_sends_nothing_and_nothing_approves(short_lived: Stack) -> None:
     stack, to = short_lived, "+48600500100"
-    stack.stop("worker")  # a worker outage (or a queue backlog) holds the delivery job
+    stack.stop("worker")  # a worker outage (or a send backlog) holds the delivery
     vid = stack.start_verification(to, channel="sms")["id"]
     key = f"gw:vf:{vid}"
     expires = float(stack.redis.hget(key, "expires"))

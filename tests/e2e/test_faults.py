@@ -89,6 +89,26 @@ def test_the_worker_survives_redis_vanishing_mid_send_and_the_send_is_redone(
     assert stack.check(v["id"], code)["status"] == "approved"
 
 
+def test_a_send_accepted_while_redis_is_away_is_recorded_once_it_is_back_and_not_sent_again(
+        proxied: tuple[Stack, FaultProxy], aof_redis: PrivateRedis) -> None:
+    stack, proxy = proxied
+    proxy.plan.next = ["stall"]
+    to = "+48600400170"
+    v = stack.start_verification(to, channel="sms")
+    poll(proxy.held, 20, what="the send to be in flight")
+    aof_redis.stop()
+    proxy.let_go.set()  # Twilio accepts the message while the sender cannot record it
+    code = stack.sms_code(to)
+    time.sleep(3)  # the outage itself (not synchronisation)
+    aof_redis.start()
+    # The sender kept the sid and recorded it once Redis was back: the entry leaves the outbox
+    # without a second send (a dropped record would bring it back when its lease ends).
+    poll(lambda: stack.redis.zcard("gw:outbox") == 0, LEASE + 30, 0.2, what="the send recorded")
+    assert stack.redis.hget(f"gw:vf:{v['id']}", "a1:sid")
+    assert len(stack.inbox(to)) == 1 and [r.fault for r in proxy.records] == ["stall"]
+    assert stack.check(v["id"], code)["status"] == "approved"
+
+
 def test_timers_fire_on_time_after_redis_restarts(aof_redis: PrivateRedis) -> None:
     stack = Stack(0, redis_server=aof_redis.url, FALLBACK_CHANNELS="", SMS_CODE_TTL="12").start()
     try:
