@@ -73,40 +73,43 @@ def test_a_send_whose_worker_was_killed_is_claimed_again_after_its_lease_with_th
     assert [r.fault for r in proxy.records] == ["stall", None]
 
 
-def test_the_worker_survives_redis_vanishing_mid_send_and_the_send_is_redone(
-        proxied: tuple[Stack, FaultProxy], aof_redis: PrivateRedis) -> None:
-    stack, proxy = proxied
-    proxy.plan.next = ["hold"]
-    to = "+48600400150"
+def _send_let_go_while_redis_is_away(stack: Stack, proxy: FaultProxy, aof_redis: PrivateRedis, fault: str,
+                                     to: str) -> tuple[str, str | None]:
+    """Start an SMS verification, hold its send at the carrier, stop Redis, let the send go
+    (`hold`: it fails; `stall`: Twilio accepts it), bring Redis back after 3 s; the id, and the
+    code when it went out meanwhile."""
+    proxy.plan.next = [fault]
     v = stack.start_verification(to, channel="sms")
     poll(proxy.held, 20, what="the send to be in flight")
     aof_redis.stop()
-    proxy.let_go.set()  # the send fails while Redis is away; the sender waits for Redis to come back
+    proxy.let_go.set()
+    code = stack.sms_code(to) if fault == "stall" else None
     time.sleep(3)  # the outage itself (not synchronisation)
     aof_redis.start()
+    return v["id"], code
+
+
+def test_the_worker_survives_redis_vanishing_mid_send_and_the_send_is_redone(
+        proxied: tuple[Stack, FaultProxy], aof_redis: PrivateRedis) -> None:
+    stack, proxy = proxied
+    to = "+48600400150"
+    vid, _ = _send_let_go_while_redis_is_away(stack, proxy, aof_redis, "hold", to)  # the sender waits for Redis
     code = stack.sms_code(to, timeout=LEASE + 45)
     assert stack.procs["worker"].poll() is None
-    assert stack.check(v["id"], code)["status"] == "approved"
+    assert stack.check(vid, code)["status"] == "approved"
 
 
 def test_a_send_accepted_while_redis_is_away_is_recorded_once_it_is_back_and_not_sent_again(
         proxied: tuple[Stack, FaultProxy], aof_redis: PrivateRedis) -> None:
     stack, proxy = proxied
-    proxy.plan.next = ["stall"]
     to = "+48600400170"
-    v = stack.start_verification(to, channel="sms")
-    poll(proxy.held, 20, what="the send to be in flight")
-    aof_redis.stop()
-    proxy.let_go.set()  # Twilio accepts the message while the sender cannot record it
-    code = stack.sms_code(to)
-    time.sleep(3)  # the outage itself (not synchronisation)
-    aof_redis.start()
+    vid, code = _send_let_go_while_redis_is_away(stack, proxy, aof_redis, "stall", to)
     # The sender kept the sid and recorded it once Redis was back: the entry leaves the outbox
     # without a second send (a dropped record would bring it back when its lease ends).
     poll(lambda: stack.redis.zcard("gw:outbox") == 0, LEASE + 30, 0.2, what="the send recorded")
-    assert stack.redis.hget(f"gw:vf:{v['id']}", "a1:sid")
+    assert stack.redis.hget(f"gw:vf:{vid}", "a1:sid")
     assert len(stack.inbox(to)) == 1 and [r.fault for r in proxy.records] == ["stall"]
-    assert stack.check(v["id"], code)["status"] == "approved"
+    assert stack.check(vid, code or "")["status"] == "approved"
 
 
 def test_timers_fire_on_time_after_redis_restarts(aof_redis: PrivateRedis) -> None:
