@@ -15,7 +15,7 @@ from gateway.errors import (
 )
 from gateway.models import iso
 from gateway.schemas import RECOVERY_CODE, USER_ID, ConfirmRequest
-from gateway.store import Proof
+from gateway.user_store import Proof
 
 if TYPE_CHECKING:
     from gateway.models import Verification

@@ -13,12 +13,12 @@ import redis
 
 from gateway import keys
 from gateway.models import Attempt, AttemptStatus, Channel, Reason, Status, Verification
-from gateway.oath import Algorithm, Params, StoredToken, UserMethods
+from gateway.console_store import ConsoleStore
 from gateway.send_store import SendQueue
+from gateway.user_store import UserStore
 
 # Key names live in gateway/keys.py; these names stay for the modules that import them.
 AUDIT_STREAM = keys.AUDIT
-ACTIONS_STREAM = keys.ACTIONS
 USER_AUDIT_STREAM = keys.USER_AUDIT
 REPLICATION_MARK = keys.REPLICATION_MARK
 OUTBOX = keys.OUTBOX
@@ -26,7 +26,6 @@ TIMERS = keys.TIMERS
 OUTBOX_KICK = keys.OUTBOX_KICK
 key_for = keys.verification
 user_key = keys.user
-token_key = keys.token
 reply_key = keys.reply
 inbound_key = keys.inbound
 done_channel = keys.done_channel
@@ -36,7 +35,6 @@ WAITED_SCRIPTS = frozenset({"create", "start", "check", "finish", "advance", "se
 # Scripts that can end a verification (prelude.lua finish(), also through expire_if_due): they
 # get its ending keys (keys.ending) last in KEYS.
 ENDING_SCRIPTS = frozenset({"check", "finish", "advance", "set_code", "reply_index"})
-SETTLE_TRIES = 10  # a read-then-script change retried this often while the data changes under it
 _LUA = Path(__file__).with_name("lua")
 
 
@@ -107,23 +105,6 @@ class Outcome:
 ENDING = frozenset({"ended", "valid", "invalid_ended"})
 
 
-@dataclass(frozen=True)
-class Proof:
-    """What a change to a user's methods offers as proof: an approved verification and/or the admin scope."""
-
-    verification_id: str | None
-    admin: bool
-    max_age: int
-
-    def key(self, user_id: str) -> str:
-        """The proving verification's key (the user's own key stands for none)."""
-        return key_for(self.verification_id) if self.verification_id else user_key(user_id)
-
-    def args(self) -> tuple[object, ...]:
-        """The script arguments: max age, admin flag, verification id."""
-        return self.max_age, "1" if self.admin else "0", self.verification_id or ""
-
-
 def _server_ip() -> str:
     try:
         return socket.gethostbyname(socket.gethostname())
@@ -131,7 +112,7 @@ def _server_ip() -> str:
         return ""
 
 
-class Store(SendQueue):
+class Store(SendQueue, UserStore, ConsoleStore):
     """The gateway's storage: one Redis, atomic changes through registered Lua scripts."""
 
     def __init__(
@@ -289,15 +270,6 @@ class Store(SendQueue):
             {k: getattr(conversion, k) for k in ("bucket", "size", "window", "buckets", "memory", "user")})
         return self._run("check", script_keys, mode, message[1] if message else "", *limit, counted, *values)
 
-    def count_confirmation(self, user_id: str, allowance: Allowance | None) -> Outcome:
-        """Count an authenticator confirmation against the user's check allowance: kind 'ok' (value:
-        Redis's time, to match the code against) or 'refused' (value: seconds to wait)."""
-        user = user_key(user_id)
-        return self._run(
-            "check_gate", [user, allowance.key if allowance else user, keys.metrics("refused"), AUDIT_STREAM],
-            allowance.limit if allowance else "", allowance.window if allowance else "", user_id,
-        )
-
     def finish(
         self, verification_id: str, status: Status, reason: Reason | None, attempt: int = 0,
         only_if_due: bool = False, block: tuple[str, int] | None = None,
@@ -336,18 +308,6 @@ class Store(SendQueue):
             "" if step.latest is None else f"{step.latest:.6f}", OUTBOX_KICK,
         )
 
-    def set_flag(self, kind: str, number: str, why: str = "1") -> None:
-        """Mark a number (kind 'optout': it replied STOP), saying why; one command, atomic by itself."""
-        self.redis.set(keys.flag(kind, number), why)
-
-    def clear_flag(self, kind: str, number: str) -> None:
-        """Lift a mark set with set_flag."""
-        self.redis.delete(keys.flag(kind, number))
-
-    def has_flag(self, kind: str, number: str) -> bool:
-        """Whether a number carries a mark."""
-        return bool(self.redis.exists(keys.flag(kind, number)))
-
     # -- two-way SMS: which verification a reply belongs to, and inbound message dedupe ------
     def index_reply(
         self, verification_id: str, attempt: int, sender: str, number: str, ttl: int, keep: int = 10
@@ -383,192 +343,6 @@ class Store(SendQueue):
             yield pubsub
         finally:
             pubsub.close()
-
-    def counters(self) -> dict[str, dict[str, int]]:
-        """Cluster-wide counters kept in Redis by the scripts and jobs."""
-        pipe = self.redis.pipeline(transaction=False)
-        names = ("started", "ended", "carrier_errors", "fallbacks")
-        for name in names:
-            pipe.hgetall(keys.metrics(name))
-        return {
-            name: {k.decode(): int(v) for k, v in values.items()}
-            for name, values in zip(names, pipe.execute())
-        }
-
-    def count(self, name: str, label: str) -> None:
-        """Add one to a cluster-wide counter."""
-        self.redis.hincrby(keys.metrics(name), label, 1)
-
-    def audit_entries(
-        self, newest: str, oldest: str, count: int, stream: str = AUDIT_STREAM
-    ) -> list[tuple[str, dict[str, str]]]:
-        """Entries of an audit stream (gw:audit, or USER_AUDIT_STREAM) between two stream ids
-        (XREVRANGE bounds), newest first."""
-        return [
-            (entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()})
-            for entry_id, fields in self.redis.xrevrange(stream, newest, oldest, count=count)
-        ]
-
-    def usage_counters(self, names: list[str]) -> list[dict[str, int]]:
-        """Usage counter hashes (names after 'gw:usage:'), in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hgetall(keys.usage(name))
-        return [{k.decode(): int(v) for k, v in raw.items()} for raw in pipe.execute()]
-
-    # -- the operators' console: server-side sessions, keyed by a digest of the cookie ------
-    def session_save(self, digest: str, fields: Mapping[str, str], ttl: int) -> None:
-        """Create (or refresh) a console session."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.console_session(digest), mapping=dict(fields))
-        pipe.expire(keys.console_session(digest), ttl)
-        pipe.execute()
-
-    def session_load(self, digest: str, ttl: int) -> dict[str, str] | None:
-        """A console session's fields (sliding expiry), or None."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hgetall(keys.console_session(digest))
-        pipe.expire(keys.console_session(digest), ttl)
-        raw = pipe.execute()[0]
-        return {k.decode(): v.decode() for k, v in raw.items()} or None
-
-    def session_drop(self, digest: str) -> None:
-        """End a console session."""
-        self.redis.delete(keys.console_session(digest))
-
-    def flag(self, kind: str, number: str) -> tuple[str, int] | None:
-        """A number's mark (its value and seconds left, -1 for none), or None when unmarked."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(keys.flag(kind, number))
-        pipe.ttl(keys.flag(kind, number))
-        value, ttl = pipe.execute()
-        return None if value is None else (value.decode(), int(ttl))
-
-    def limit_counters(self, number: str) -> dict[str, tuple[int, int]]:
-        """The abuse limits' start counters of a number (key: (count, seconds left)): the
-        number's own, one per client (pair) and the confirm-call one."""
-        found = [keys.limit("number", number), keys.limit("confirm", number)]
-        # Console-only: the pair keys of one number are found by a SCAN, never on a request path.
-        found += [k.decode() for k in self.redis.scan_iter(match=keys.limit_pattern("pair", number), count=1000)]
-        pipe = self.redis.pipeline(transaction=False)
-        for key in found:
-            pipe.get(key)
-            pipe.ttl(key)
-        replies = pipe.execute()
-        return {key: (int(replies[2 * i]), int(replies[2 * i + 1]))
-                for i, key in enumerate(found) if replies[2 * i] is not None}
-
-    def clear_keys(self, names: list[str]) -> int:
-        """Delete keys; how many existed."""
-        return int(self.redis.delete(*names)) if names else 0
-
-    def record_action(self, fields: Mapping[str, str]) -> None:
-        """Append an operator's action to its stream, trimmed by age like the audit stream."""
-        self._run("record_action", [ACTIONS_STREAM], *(item for kv in fields.items() for item in kv))
-
-    def actions(self, count: int) -> list[tuple[str, dict[str, str]]]:
-        """The newest operator actions, newest first (id, fields)."""
-        return [
-            (entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()})
-            for entry_id, fields in self.redis.xrevrange(ACTIONS_STREAM, count=count)
-        ]
-
-    # -- users' own methods (authenticator apps, OATH tokens) ---------------------------
-    def user_methods(self, user_id: str) -> UserMethods:
-        """The user's app secret and assigned tokens (secrets still encrypted)."""
-        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(user_key(user_id)).items()}
-        serials = sorted(f[len("token:"):] for f in raw if f.startswith("token:"))
-        tokens = tuple(t for t in self.tokens(serials) if t is not None and t.user_id == user_id)
-        last = raw.get("app:last")
-        return UserMethods(
-            user_id, raw.get("app") or None, int(last) if last else None, tokens, known=bool(raw),
-            pending_secret_encrypted=raw.get("pending") or None,
-            pending_expires=float(raw.get("pending:exp") or 0),
-            recovery_codes=sum(1 for f in raw if f.startswith("rc:")),
-        )
-
-    def tokens(self, serials: list[str]) -> list[StoredToken | None]:
-        """Token records by serial (None for an unknown serial), in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for serial in serials:
-            pipe.hgetall(token_key(serial))
-        return [_decode_token(serial, raw) if raw else None for serial, raw in zip(serials, pipe.execute())]
-
-    def enrol_pending(self, user_id: str, secret_encrypted: str, ttl: int) -> float:
-        """Set the user's pending authenticator (it approves nothing yet); when it expires."""
-        return float(self._run("totp_enrol", [user_key(user_id)], secret_encrypted, ttl).value)
-
-    def confirm_app(self, user_id: str, pending_encrypted: str, step: int | None, max_fails: int,
-                    proof: Proof, recovery_digests: list[str]) -> Outcome:
-        """Activate the pending authenticator if the step matched and any needed proof holds."""
-        return self._run(
-            "totp_confirm", [user_key(user_id), proof.key(user_id), USER_AUDIT_STREAM],
-            user_id, pending_encrypted, "" if step is None else step, max_fails, *proof.args(), *recovery_digests,
-        )
-
-    def regenerate_recovery(self, user_id: str, proof: Proof, recovery_digests: list[str]) -> Outcome:
-        """Replace the user's recovery codes, given the proof a replacement needs."""
-        return self._run(
-            "user_recovery", [user_key(user_id), proof.key(user_id), USER_AUDIT_STREAM],
-            user_id, *proof.args(), *recovery_digests,
-        )
-
-    def use_step(self, user_id: str, serial: str | None, secret_encrypted: str, step: int) -> bool:
-        """Record a matched time step of the app (serial None) or a token; False if not later than the last."""
-        if serial is None:
-            method, args = user_key(user_id), ("app", secret_encrypted, "", "app:last", step)
-        else:
-            method, args = token_key(serial), ("secret", secret_encrypted, user_id, "last", step)
-        return self._run("totp_use", [method], *args).kind == "ok"
-
-    def _settled(self, attempt: Callable[[], Outcome]) -> Outcome:
-        """Run a read-then-script change again while the script finds the read outdated ('changed'):
-        the keys such a script touches are found in data, so they are read first and declared."""
-        for _ in range(SETTLE_TRIES):
-            outcome = attempt()
-            if outcome.kind != "changed":
-                return outcome
-        raise redis.exceptions.RedisError("the data kept changing under an OATH inventory change; try again")
-
-    def reset_user(self, user_id: str) -> int:
-        """Remove the user's app secret and unassign their tokens; how many methods went."""
-        def attempt() -> Outcome:
-            serials = [f.decode()[len("token:"):] for f in self.redis.hkeys(user_key(user_id)) if f.startswith(b"token:")]
-            return self._run("user_reset", [user_key(user_id), USER_AUDIT_STREAM, *map(token_key, serials)],
-                             user_id, *serials)
-        return int(self._settled(attempt).value)
-
-    def import_tokens(self, tokens: list[StoredToken], replace: bool) -> Outcome:
-        """Write every token (and assignment) or none: kind 'ok', or 'exists' naming a serial."""
-        def attempt() -> Outcome:
-            pipe = self.redis.pipeline(transaction=False)
-            for t in tokens:
-                pipe.hget(token_key(t.serial), "user")
-            owners = [(o or b"").decode() for o in pipe.execute()]
-            args: list[object] = ["1" if replace else "0", len(tokens)]
-            for t, owner in zip(tokens, owners):
-                p = t.params
-                args += [t.serial, t.secret_encrypted, p.digits, p.period, p.algorithm.value, p.drift, t.user_id or "",
-                         owner]
-            users = sorted({u for u in owners if u} | {t.user_id for t in tokens if t.user_id})
-            return self._run("tokens_import", [token_key(t.serial) for t in tokens] + [user_key(u) for u in users],
-                             *args, *users)
-        return self._settled(attempt)
-
-    def assign_token(self, serial: str, user_id: str | None) -> Outcome:
-        """Assign a token to a user (None: unassign); the kind says what happened (or not_found)."""
-        def attempt() -> Outcome:
-            token = token_key(serial)
-            owner = (self.redis.hget(token, "user") or b"").decode()
-            return self._run("token_assign", [token, user_key(owner) if owner else token,
-                                              user_key(user_id) if user_id else token], serial, user_id or "", owner)
-        return self._settled(attempt)
-
-
-def _decode_token(serial: str, raw: Mapping[bytes, bytes]) -> StoredToken:
-    h = {k.decode(): v.decode() for k, v in raw.items()}
-    params = Params(int(h["digits"]), int(h["period"]), Algorithm(h["algorithm"]), int(h.get("drift") or 0))
-    return StoredToken(serial, h["secret"], params, h.get("user") or None, int(h["last"]) if h.get("last") else None)
 
 
 def _decode(raw: Mapping[bytes, bytes]) -> Verification:
