@@ -12,6 +12,7 @@ def test_contract_defaults() -> None:
     assert s.fallback_channels == ("call",) and s.allowed_countries == frozenset()
     assert s.public_base_url == "http://localhost:8000" and s.api_keys == ()
     assert s.twilio_api_base_url == "https://api.twilio.com" and not s.twilio_enabled
+    assert (s.send_concurrency, s.send_backlog_max) == (32, 10000)
 
 
 def test_values_are_parsed() -> None:
@@ -33,6 +34,9 @@ def test_values_are_parsed() -> None:
         ({"CODE_LENGTH": "3"}, "CODE_LENGTH"),
         ({"CODE_LENGTH": "11"}, "CODE_LENGTH"),
         ({"MAX_CHECK_ATTEMPTS": "0"}, "MAX_CHECK_ATTEMPTS"),
+        ({"SEND_CONCURRENCY": "0"}, "SEND_CONCURRENCY"),
+        ({"SEND_CONCURRENCY": "many"}, "SEND_CONCURRENCY"),
+        ({"SEND_BACKLOG_MAX": "-1"}, "SEND_BACKLOG_MAX"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
         ({"PUBLIC_BASE_URL": "ftp://x"}, "PUBLIC_BASE_URL"),
         ({"SMS_FROM": "12345"}, "SMS_FROM"),
