@@ -34,6 +34,9 @@ PROBE_EVERY = 10  # one start in ten is a timer probe
 CLIENTS = 4
 LAG = 1.5  # seconds the replica is stopped before the primary is killed
 PACE = 0.25  # seconds between one client's starts: steady load, not saturation
+# The last client's numbers get a slow carrier: it accepts a send at once and answers this late,
+# so sends are in flight when the replicas stop (the case a lost claim or sid record would double).
+SLOW_MS = 800
 # The drill never checks codes, which the abuse guards would read as SMS pumping; 0 = off.
 NO_ABUSE_LIMITS = {name: "0" for name in (
     "RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_COUNTRY", "GLOBAL_SENDS_PER_MINUTE", "PUMPING_MIN_SENDS",
@@ -149,6 +152,21 @@ def _watch_timers(group: SentinelGroup, timers: Timers, stop: threading.Event) -
                 timers.overdue_max, timers.overdue_member = late, member
 
 
+def _replica_follows(group: SentinelGroup, port: int, since: float, found: dict[str, float]) -> None:
+    """How long after `since` the new primary (on `port`) has a replica in sync (state=online)."""
+    client = group.client(port)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            info = client.info("replication")
+            if any(isinstance(v, dict) and v.get("state") == "online" for k, v in info.items() if k.startswith("slave")):
+                found["replica_online_after_promotion_s"] = round(time.time() - since, 2)
+                return
+        except Exception:  # noqa: BLE001 - a report, not a step of the drill
+            pass
+        time.sleep(0.1)
+
+
 def _outbox(client_of: Any) -> dict[str, float]:
     """The outbox's entries (member -> due), or {} when that primary does not answer."""
     from gateway.store import OUTBOX
@@ -174,6 +192,7 @@ def drill(wait_replicas: int, seconds: float) -> dict[str, Any]:
         stack = Stack(0, REDIS_URL=group.url(0), SMS_REPLY_TIMEOUT=str(REPLY_TIMEOUT), FALLBACK_CHANNELS="",
                       REDIS_WAIT_REPLICAS=str(wait_replicas), REDIS_WAIT_MS="100", **NO_ABUSE_LIMITS)
         stack.start()
+        stack.sim("POST", "rules", {"prefix": f"+4860{CLIENTS}", "behaviour": {"rest_delay_ms": SLOW_MS}})
         web2 = free_port()
         stack.spawn("web2", procfile()["web"].strip().replace("$PORT", str(web2)))
         stack.spawn_worker("worker2")
@@ -201,6 +220,9 @@ def drill(wait_replicas: int, seconds: float) -> dict[str, Any]:
         poll(lambda: group.primary_port() not in (None, old), 60, 0.1, what="promotion")
         promoted_at = time.time()
         timers.promoted_at = promoted_at
+        follows: dict[str, float] = {}
+        threading.Thread(target=_replica_follows, args=(group, group.primary_port() or 0, promoted_at, follows),
+                         daemon=True).start()
         outbox_after = _outbox(lambda: group.client(group.primary_port() or 0))  # what the new one holds
         time.sleep(max(seconds - (promoted_at - began), REPLY_TIMEOUT + 2))  # load on the new primary
         stop.set()
@@ -218,6 +240,7 @@ def drill(wait_replicas: int, seconds: float) -> dict[str, Any]:
         watching.set()
         watcher.join(5)
         report = _report(stack, load, wait_replicas, began, killed_at, promoted_at, ended_at, load.acks, pids, timers)
+        report["replica_online_after_promotion_s"] = follows.get("replica_online_after_promotion_s")
         report["details"] = _details(stack, report.pop("_duplicates"), outbox_before, outbox_after)
         return report
     finally:

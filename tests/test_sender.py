@@ -88,6 +88,24 @@ def test_codes_are_taken_after_redis_forgot_its_scripts(app, client, redis_db: r
     assert verifications.code_for(svc, v, 1, "135791") == "246802"  # a later try: the same code
 
 
+def test_an_attempt_the_carrier_took_is_not_sent_again_when_its_lease_ends(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    from gateway import verifications
+    from gateway.models import AttemptStatus
+
+    vid = start(client, MOBILE).get_json()["id"]
+    svc = app.extensions["gateway"]
+    v = svc.store.load(vid)
+    assert verifications.code_for(svc, v, 1, "246802") == "246802"  # sent; the sender's record then lost
+    verifications.record_status(svc, vid, 1, AttemptStatus.DELIVERED, sid="SM" + "1" * 32)  # its callback
+    redis_db.zadd("gw:timers", {vid: 9e9})
+    assert verifications.code_for(svc, svc.store.load(vid), 1, "135791") is None  # the lease ended: not again
+    assert redis_db.zscore("gw:outbox", f"{vid}:1") is None
+    record = svc.store.load(vid)
+    assert record.deadline is not None
+    assert redis_db.zscore("gw:timers", vid) == pytest.approx(min(record.expires_at, record.deadline), abs=1e-3)
+    assert record.attempt.status is AttemptStatus.DELIVERED
+
+
 def test_delivery_and_timer_jobs_queued_before_the_upgrade_hand_over_to_the_outbox(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
     from rq import SimpleWorker
 

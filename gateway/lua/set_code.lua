@@ -7,7 +7,7 @@
 -- the carrier may have accepted, a crashed sender's entry claimed again) gets the code already
 -- made ('again', in `enc`), so the user never holds two different codes. Only one sender holds
 -- an attempt at a time: its outbox entry is leased by the claim (claim.lua). An entry that is
--- no longer sendable (not_found, finished, ended, stale) leaves the outbox here.
+-- no longer sendable (not_found, finished, ended, stale, sent) leaves the outbox here.
 local vf, stream, outbox = KEYS[1], KEYS[2], KEYS[3]
 TIMERS = KEYS[4]
 local attempt = ARGV[5]
@@ -20,6 +20,17 @@ if not is_pending(vf) then return drop('finished', '') end
 local expired = expire_if_due(vf, stream)
 if expired then return drop('ended', expired) end
 if hget(vf, 'n') ~= attempt then return drop('stale', '') end
+-- The carrier already took this attempt (its status callback gave the sid) but the sender's record
+-- was lost (a failover without REDIS_WAIT_REPLICAS, or one that outlasted the record's retries) and
+-- the entry came back when its lease ended: sending again would text the user twice. Finish it as
+-- sent.lua would have: out of the outbox, the next timer (expiry or delivery deadline) set.
+if (hget(vf, 'a' .. attempt .. ':sid') or '') ~= '' then
+  local due = tonumber(hget(vf, 'expires'))
+  local deadline = tonumber(hget(vf, 'deadline') or '')
+  if deadline and deadline < due then due = deadline end
+  redis.call('ZADD', TIMERS, string.format('%.6f', due), hget(vf, 'id'))
+  return drop('sent', '')
+end
 if (hget(vf, 'code') or '') ~= '' and (hget(vf, 'enc') or '') ~= '' then return reply(vf, 'again', '') end
 local expires = after(ARGV[8], ARGV[10])
 local deadline = ''

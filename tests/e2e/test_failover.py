@@ -78,9 +78,11 @@ def test_primary_killed_under_lag_nothing_lost_or_texted_twice(ha_stack: tuple[S
     poller.start()
     timer = stack.start_verification("+48600400101", channel="sms_reply")  # ends by its timer only
     # A send in flight when the replicas stop: the carrier has it, its answer comes during the lag.
-    stack.sim("PUT", "handsets/+48600400103/behaviour", {"rest_delay_ms": SLOW})
+    # No status callback within the test (it would record the sid too: set_code.lua then sends
+    # nothing more), so only the sender's retried record stands between the failover and a resend.
+    stack.sim("PUT", "handsets/+48600400103/behaviour", {"rest_delay_ms": SLOW, "callback_delay_ms": 120_000})
     slow = stack.start_verification("+48600400103", channel="sms")
-    poll(lambda: stack.inbox("+48600400103"), 15, 0.05, what="the slow send accepted by the carrier")
+    poll(lambda: (slow["id"], 1) in stack.sent_by_attempt(), 15, 0.05, what="the slow send accepted by the carrier")
     replicas = [p for p in group.data_ports if p != old]
     for replica in replicas:
         group.signal(replica, signal.SIGSTOP)
