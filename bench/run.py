@@ -454,6 +454,22 @@ class Bench:
             self.procs.stop("tripweb", *[p for p in self.procs.procs if p.startswith("tripworker")])
             proxy.stop()
 
+    def run_api_only(self) -> dict[str, Any]:
+        """Only the API path beside the reference (`--api-only`), its paired rounds as in the full run."""
+        self.results["machine"] = report.machine(self.gw)
+        self.results["git"] = report.git_state()
+        began = time.monotonic()
+        try:
+            self.start_servers()
+            self.warm_up()
+            self.api_and_reference()
+        finally:
+            self.procs.stop()
+            self.gw.flushdb()
+            self.ref.flushdb()
+        self.results["seconds"] = round(time.monotonic() - began, 1)
+        return self.results
+
     def run(self) -> dict[str, Any]:
         """Every scenario, in order; all processes stopped and databases flushed at the end."""
         self.results["machine"] = report.machine(self.gw)
@@ -492,13 +508,24 @@ def main() -> None:
     """Entry point: `python -m bench.run [--quick]`."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a small run (under about two minutes)")
+    parser.add_argument("--api-only", action="store_true", help="only the API path beside the reference")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops what was started
     sizes = QUICK if args.quick else FULL
-    results = Bench(sizes).run()
-    results["command"] = "python -m bench.run" + (" --quick" if args.quick else "")
+    bench = Bench(sizes)
+    results = bench.run_api_only() if args.api_only else bench.run()
+    flags = (" --quick" if args.quick else "") + (" --api-only" if args.api_only else "")
+    results["command"] = "python -m bench.run" + flags
     OUT.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + flags.replace(" --", "-")
+    if args.api_only:
+        Path(OUT / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+        for row in results["api"]:
+            print(f"c={row['concurrency']}: ratio per round {row['ratios']}; gateway "
+                  f"{row['gateway']['verifications_per_s']}/s, reference {row['reference']['verifications_per_s']}/s; "
+                  f"cpu ms {row['cpu_ms']}")
+        print(f"written: bench/results/{stamp}.json")
+        return
     Path(OUT / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
     markdown = report.render(results)
     Path(OUT / f"{stamp}.md").write_text(markdown)

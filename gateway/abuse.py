@@ -273,15 +273,16 @@ def admit_confirmation(svc: Services, user_id: str) -> float:
     return float(outcome.value)
 
 
-def conversion(svc: Services, v: Verification) -> Conversion:
-    """What an approving check of v counts in its own script: keys chosen at this node's clock
-    corrected by Redis's (the script counts only if Redis's clock agrees: counted())."""
+def conversion(svc: Services, to: str, country: str, user_id: str | None) -> Conversion:
+    """What an approving check of a verification (its number, country, user) counts in its own
+    script: keys chosen at this node's clock corrected by Redis's (the script counts only if
+    Redis's clock agrees: counted())."""
     a = svc.settings.abuse
-    size, now, prefix = max(a.pumping_window // BUCKETS, 1), svc.abuse.now(), prefix_of(v.to)
+    size, now, prefix = max(a.pumping_window // BUCKETS, 1), svc.abuse.now(), prefix_of(to)
     return Conversion(
-        keys.converted(v.to), pump_keys("prefix", prefix, a.pumping_window, now)[-1],
-        pump_keys("country", v.country, a.pumping_window, now)[-1], int(now // size), size,
-        a.pumping_window, BUCKETS, a.converted_memory, v.user_id or "",
+        keys.converted(to), pump_keys("prefix", prefix, a.pumping_window, now)[-1],
+        pump_keys("country", country, a.pumping_window, now)[-1], int(now // size), size,
+        a.pumping_window, BUCKETS, a.converted_memory, user_id or "",
     )
 
 

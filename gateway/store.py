@@ -244,6 +244,14 @@ class Store(SendQueue, UserStore, ConsoleStore):
         raw = self.redis.hgetall(key_for(verification_id))
         return _decode(raw) if raw else None
 
+    def check_subject(self, verification_id: str) -> tuple[str, str, str | None] | None:
+        """What a check must know before its call: the verification's number, country and user
+        (they name its keys); None when unknown. Three fields, not the whole record."""
+        to, country, user_id = self.redis.hmget(key_for(verification_id), "to", "country", "user_id")
+        if to is None:
+            return None
+        return to.decode(), (country or b"").decode(), user_id.decode() if user_id else None
+
     def live(self, live_key: str) -> str | None:
         """The id last started under a live key (see create), if the key is still kept."""
         found = self.redis.get(keys.live(live_key))

@@ -197,18 +197,20 @@ def check(
     message_sid: the inbound SMS that carried the code; a repeat of it checks nothing.
     read: the verification as the caller read it (else it is read here).
     """
-    # The check allowance is the user's (its key names them): read who that is first.
-    v = read or svc.store.load(verification_id)
-    if v is None:
+    # The check's keys name the user (their allowance) and the number (its conversion): read
+    # those three fields first, not the whole record.
+    subject = (read.to, read.country, read.user_id) if read else svc.store.check_subject(verification_id)
+    if subject is None:
         raise NotFound(f"No verification {verification_id}.")
+    to, country, user_id = subject
     message = (message_sid, INBOUND_DEDUPE_TTL) if message_sid else None
     # Per key the stored form, then the hex form of codes stored before it (both keyed hashes).
     digests = [form(key, verification_id, code)
                for key in svc.keys("code-hmac") for form in (codes.code_digest, codes.digest)]
     # An approval counts its conversion in the same script.
-    conversion = abuse.conversion(svc, v)
+    conversion = abuse.conversion(svc, to, country, user_id)
     outcome = svc.store.check(
-        verification_id, "digest", *digests, message=message, allowance=abuse.check_allowance(svc, v.user_id),
+        verification_id, "digest", *digests, message=message, allowance=abuse.check_allowance(svc, user_id),
         conversion=conversion,
     )
     if outcome.kind == "refused":

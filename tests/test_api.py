@@ -146,6 +146,18 @@ def test_right_code_approves_once(app, client) -> None:
     assert again["valid"] is False and again["status"] == "approved"
 
 
+def test_a_check_reads_three_fields_then_makes_one_call(app, client) -> None:
+    # A behaviour test (what goes over the wire), not a timing one: bench/ measures the speed.
+    from bench.probes import count_round_trips
+
+    vid = start(client, user_id="alice").get_json()["id"]
+    give_code(app, vid)
+    with count_round_trips() as trips:
+        r = client.post(f"/v1/verifications/{vid}/check", json={"code": "123456"})
+    assert r.status_code == 200 and r.get_json()["valid"] is True
+    assert trips.trips == [["HMGET"], ["EVALSHA"]], trips.describe()
+
+
 def test_wrong_codes_deny_after_max_attempts(app, client) -> None:
     vid = start(client).get_json()["id"]
     give_code(app, vid)
