@@ -464,7 +464,8 @@ class ReplyOutcome:
 def await_reply(svc: Services, v: Verification, attempt: int, sender: str) -> bool:
     """Index a two-way prompt about to go from sender to the user; False when the attempt is not current."""
     ttl = ttl_for(svc, Channel.SMS_REPLY) + LATE_REPLY_GRACE
-    return svc.store.index_reply(v.id, attempt, sender, v.to, ttl).kind == "ok"
+    # The script may find the verification expired and end it: that end is logged and counted too.
+    return _ended(svc.store.index_reply(v.id, attempt, sender, v.to, ttl)).kind == "ok"
 
 
 def pending_reply(svc: Services, senders: list[str], number: str) -> Verification | None:

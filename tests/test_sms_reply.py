@@ -306,6 +306,23 @@ def test_a_late_reply_never_approves(settings, redis_db) -> None:
     assert v["status"] == "denied" and v["reason"] == "reply_timeout" and v["remaining_attempts"] == 5
 
 
+def test_a_prompt_found_expired_ends_the_verification_with_its_audit_line(settings, redis_db, caplog) -> None:
+    app = create_app(settings.replace(sms_reply_timeout=1))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+    r = client.post("/v1/verifications", json={"to": USER, "channel": "sms_reply"})
+    svc = svc_of(app)
+    v = svc.store.load(r.get_json()["id"])
+    assert verifications.code_for(svc, v, 1, "123456") == "123456"
+    expires = svc.store.load(v.id).expires_at
+    poll(lambda: time.time() > expires, 5, what="the reply timeout to pass")
+    caplog.set_level("INFO", logger="gateway.audit")
+    assert not verifications.await_reply(svc, v, 1, svc.settings.sms_from)  # the script ends it instead
+    assert redis_db.hget(f"gw:vf:{v.id}", "status") == b"denied"
+    said = [rec.getMessage() for rec in caplog.records if rec.name == "gateway.audit"]
+    assert len(said) == 1 and v.id in said[0] and "reply_timeout" in said[0]
+
+
 # -- keywords ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("word", ["STOP", "stop", " Unsubscribe ", "QUIT", "optout"])
