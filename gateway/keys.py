@@ -17,9 +17,9 @@ OUTBOX = "gw:outbox"
 # Verifications' next timer (expiry, reply timeout or delivery deadline): id scored by when it is
 # due; claimed like the outbox by the workers' supervisor, removed when the verification ends.
 TIMERS = "gw:timers"
-# Published (a pub/sub channel, not a key) by the scripts that put a delivery in the outbox, so
-# idle senders wake at once instead of polling.
-OUTBOX_KICK = "gw:outbox:due"
+# A list of at most one token, pushed by the scripts that put a delivery in the outbox: an idle
+# sender waits on it (BLPOP), so one worker process wakes per new delivery, at once, no polling.
+OUTBOX_WAKE = "gw:outbox:wake"
 AUDIT = "gw:audit"  # ended verifications, abuse refusals, breaker trips and resets
 ACTIONS = "gw:actions"  # operators' actions
 USER_AUDIT = "gw:audit:users"  # changes to users' methods

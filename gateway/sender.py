@@ -30,7 +30,7 @@ from gateway.carrier import Action, CarrierError
 from gateway.fallback import NOTHING_SENT
 from gateway.models import Channel, Verification
 from gateway.services import Services
-from gateway.store import OUTBOX, OUTBOX_KICK
+from gateway.store import OUTBOX, OUTBOX_WAKE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,7 +141,6 @@ class Sender:
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(self.throttle.most, "gateway-send", initializer=self._thread_started)
         self._thread = threading.Thread(target=self._loop, name="gateway-sender", daemon=True)
-        self._pubsub: redis.client.PubSub | None = None
 
     def start(self) -> None:
         """Start claiming."""
@@ -153,8 +152,6 @@ class Sender:
         if self._thread.is_alive():
             self._thread.join(5)
         self._pool.shutdown(wait=True)
-        if self._pubsub is not None:
-            self._pubsub.close()
 
     def _thread_started(self) -> None:
         # Each sending thread gets its own Twilio client, so its own HTTP session and connection:
@@ -178,28 +175,14 @@ class Sender:
                     if not failing:
                         log.warning("sender: Redis unavailable (%s); trying again", exc)
                         failing = True
-                    self._close_pubsub()
                     self._stopping.wait(0.5)
                 except Exception:  # noqa: BLE001 - one bad record must not stop every delivery
                     log.exception("sender pass failed")
                     self._stopping.wait(0.5)
 
     def _wait_for_work(self, seconds: float) -> None:
-        """Sleep until a script announces a new delivery, or for `seconds` at most."""
-        if self._pubsub is None:
-            self._pubsub = self.svc.redis.pubsub(ignore_subscribe_messages=True)
-            self._pubsub.subscribe(OUTBOX_KICK)
-        if self._pubsub.get_message(timeout=seconds) is not None:
-            while self._pubsub.get_message(timeout=0) is not None:
-                pass  # one claim serves every announcement so far
-
-    def _close_pubsub(self) -> None:
-        if self._pubsub is not None:
-            try:
-                self._pubsub.close()
-            except redis.exceptions.RedisError:
-                pass
-            self._pubsub = None
+        """Sleep until a script announces a new delivery (its token wakes one sender), or `seconds` at most."""
+        self.svc.redis.blpop([OUTBOX_WAKE], timeout=seconds)
 
     def pass_once(self) -> float:
         """Claim what is due (as much as the limit has room for) and start sending it; answer

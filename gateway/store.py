@@ -23,7 +23,7 @@ USER_AUDIT_STREAM = keys.USER_AUDIT
 REPLICATION_MARK = keys.REPLICATION_MARK
 OUTBOX = keys.OUTBOX
 TIMERS = keys.TIMERS
-OUTBOX_KICK = keys.OUTBOX_KICK
+OUTBOX_WAKE = keys.OUTBOX_WAKE
 key_for = keys.verification
 user_key = keys.user
 reply_key = keys.reply
@@ -230,13 +230,13 @@ class Store(SendQueue, UserStore, ConsoleStore):
         idem_key, body_hash = (keys.idempotency(idempotency[0]), idempotency[1]) if idempotency else (vf, "")
         pairs = [str(item) for kv in fields.items() for item in kv]
         script_keys = [vf, idem_key, keys.block(to), keys.optout(to), keys.live(live_key) if live_key else vf,
-                       OUTBOX, TIMERS, keys.metrics("started")]
+                       OUTBOX, TIMERS, keys.metrics("started"), OUTBOX_WAKE]
         admit_keys, request = admission(len(script_keys)) if admission else ([], None)
         return self._run(
             "create" if request is None else "start", script_keys + admit_keys,
             body_hash, 86400, verification_id,
             json.dumps(chains[0].channels), chains[0].ttl, json.dumps(chains[1].channels), chains[1].ttl,
-            OUTBOX_KICK, *pairs, *([request] if request is not None else []),
+            *pairs, *([request] if request is not None else []),
         )
 
     def load(self, verification_id: str) -> Verification | None:
@@ -309,11 +309,11 @@ class Store(SendQueue, UserStore, ConsoleStore):
         a resend too_soon (value: seconds to wait), for a deadline not_due.
         """
         return self._run(
-            "advance", [key_for(verification_id), AUDIT_STREAM, OUTBOX, TIMERS],
+            "advance", [key_for(verification_id), AUDIT_STREAM, OUTBOX, TIMERS, OUTBOX_WAKE],
             failed_attempt, step.channel.value if step.channel else "", step.position, step.ttl, step.why,
             "" if step.error_code is None else step.error_code,
             "" if step.resend_interval is None else step.resend_interval, "1" if step.deadline_due else "0",
-            "" if step.latest is None else f"{step.latest:.6f}", OUTBOX_KICK,
+            "" if step.latest is None else f"{step.latest:.6f}",
         )
 
     # -- two-way SMS: which verification a reply belongs to, and inbound message dedupe ------

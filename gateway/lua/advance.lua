@@ -1,10 +1,9 @@
--- KEYS: vf, audit stream, outbox, timers. ARGV[5..]: failed attempt, next channel ('' = none left),
+-- KEYS: vf, audit stream, outbox, timers, the senders' wake-up list. ARGV[5..]: failed attempt, next channel ('' = none left),
 -- next chain position, next channel's ttl (s), why the failed attempt ended, error code,
 -- resend interval (s; '' = not a resend), '1' = only once the delivery deadline has passed,
--- the latest expiry the next attempt may have (absolute; '' none: gateway/abuse.py), the pub/sub
--- channel that wakes idle senders
+-- the latest expiry the next attempt may have (absolute; '' none: gateway/abuse.py)
 -- Moves to the next channel exactly once per failed attempt, however many callbacks race.
-local vf, stream, outbox = KEYS[1], KEYS[2], KEYS[3]
+local vf, stream, outbox, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 TIMERS = KEYS[4]
 local failed, channel, pos = ARGV[5], ARGV[6], ARGV[7]
 local ttl, why, err = ARGV[8], ARGV[9], ARGV[10]
@@ -35,5 +34,6 @@ redis.call('HSET', vf, 'n', n, 'channel', channel, 'pos', pos, 'expires', expire
 keep_until(vf, tonumber(expires))
 redis.call('ZADD', outbox, NOW_S, hget(vf, 'id') .. ':' .. n)  -- due now: the senders take it
 redis.call('ZADD', TIMERS, 'LT', expires, hget(vf, 'id'))  -- the new attempt may expire before the timer
-redis.call('PUBLISH', ARGV[14], '1')
+redis.call('LPUSH', wake, '1')  -- one token at most: it wakes one idle sender
+redis.call('LTRIM', wake, 0, 0)
 return reply(vf, 'advanced', tostring(n))

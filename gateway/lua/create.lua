@@ -1,15 +1,15 @@
 -- KEYS: vf, idempotency (or vf again when none), fraud block, SMS opt-out,
 --       live key (or vf again when none): at most one pending verification per live key, outbox, timers,
---       started counter
+--       started counter, the senders' wake-up list
 -- ARGV[5..]: body hash, idempotency ttl, id,
 --            chain (JSON) and its first channel's ttl when not opted out, the same when opted out,
---            the pub/sub channel that wakes idle senders, then field pairs
+--            then field pairs
 -- (limits on sends, and the send backlog's bound, are admitted before, by admit.lua: gateway/abuse.py)
 -- The new verification's first delivery goes into the outbox (due now) and its expiry into the
 -- timers in the same step: the senders take it from there (gateway/sender.py), so nothing a
 -- process could die between is left to hand over.
 local vf, idem, block, optout, live, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local timers, started = KEYS[7], KEYS[8]
+local timers, started, wake = KEYS[7], KEYS[8], KEYS[9]
 local body_hash, idem_ttl, id = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 if idem ~= vf then
   local seen = redis.call('GET', idem)
@@ -40,12 +40,13 @@ local expires = after(ttl)
 redis.call('HSET', vf, 'id', id, 'status', 'pending', 'reason', '', 'created', NOW_S, 'chain', chain,
            'pos', 0, 'channel', first, 'n', 1, 'fails', 0, 'code', '', 'enc', '', 'expires', expires,
            'a1:ch', first, 'a1:st', 'queued', 'a1:rk', 0, 'a1:at', NOW_S)
-for i = 13, #ARGV, 2 do redis.call('HSET', vf, ARGV[i], ARGV[i + 1]) end
+for i = 12, #ARGV, 2 do redis.call('HSET', vf, ARGV[i], ARGV[i + 1]) end
 keep_until(vf, tonumber(expires))
 if live ~= vf then keep_until(live, tonumber(expires), id) end
 if idem ~= vf then redis.call('SET', idem, body_hash .. '|' .. id, 'EX', idem_ttl) end
 redis.call('HINCRBY', started, first, 1)
 redis.call('ZADD', outbox, NOW_S, id .. ':1')
 redis.call('ZADD', timers, expires, id)
-redis.call('PUBLISH', ARGV[12], '1')
+redis.call('LPUSH', wake, '1')  -- one token at most: it wakes one idle sender
+redis.call('LTRIM', wake, 0, 0)
 return reply(vf, 'created', '')
