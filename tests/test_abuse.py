@@ -4,10 +4,11 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import phonenumbers
 import pytest
 
 from config.prices import Price, PriceList
-from gateway import create_app, verifications
+from gateway import abuse, create_app, verifications
 from gateway.models import AttemptStatus
 from gateway.services import Services
 from tests.conftest import ADMIN_KEY, API_KEY
@@ -301,3 +302,15 @@ def test_limits_fail_closed_on_a_redis_error(make, redis_db) -> None:
     r = start(client)
     assert r.status_code == 503 and r.get_json()["error"]["code"] == "unavailable" and r.headers["Retry-After"]
     assert redis_db.zcard("gw:outbox") == 0 and not redis_db.keys("gw:vf:*")
+
+
+def test_a_numbers_range_is_read_as_phonenumbers_parses_it() -> None:
+    # prefix_of reads the range from the E.164 digits without parsing; phonenumbers is the yardstick.
+    numbers = [phonenumbers.example_number_for_type(region, kind) for region in phonenumbers.SUPPORTED_REGIONS
+               for kind in phonenumbers.PhoneNumberType.values()]
+    numbers += [phonenumbers.example_number_for_non_geo_entity(cc) for cc in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS]
+    found = [n for n in numbers if n is not None]
+    assert len(found) > 1000
+    for number in found:
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        assert abuse.prefix_of(e164) == f"{number.country_code}{phonenumbers.national_significant_number(number)[:3]}"
