@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -26,6 +27,7 @@ from typing import Any
 import requests
 
 from bench.procs import OUT, answers
+from gateway.store import OUTBOX, TIMERS
 from tests.sentinels import SentinelGroup
 from tests.stack import LOGS, Stack, code_of, free_port, poll, procfile
 
@@ -127,8 +129,6 @@ class Timers:
 
 def _watch_timers(group: SentinelGroup, timers: Timers, stop: threading.Event) -> None:
     """Sample gw:timers every 0.25 s on the Sentinels' primary (after the promotion: the new one)."""
-    from gateway.store import TIMERS
-
     client, port = None, None
     while not stop.wait(0.25):
         if timers.promoted_at is None:
@@ -169,8 +169,6 @@ def _replica_follows(group: SentinelGroup, port: int, since: float, found: dict[
 
 def _outbox(client_of: Any) -> dict[str, float]:
     """The outbox's entries (member -> due), or {} when that primary does not answer."""
-    from gateway.store import OUTBOX
-
     try:
         return {m.decode(): d for m, d in client_of().zrange(OUTBOX, 0, -1, withscores=True)}
     except Exception:  # noqa: BLE001 - a report, not a step of the drill
@@ -234,14 +232,15 @@ def drill(wait_replicas: int, seconds: float) -> dict[str, Any]:
         # A lease left behind by the failover ends within delivery_lease (TWILIO_TIMEOUT + 10 s): any
         # duplicate would go out by then, and the outbox is empty once everything was sent.
         try:
-            poll(lambda: not _outbox(lambda: stack.redis), 40, 0.5, what="outbox empty")
+            poll(lambda: stack.redis.zcard(OUTBOX) == 0, 40, 0.5, what="outbox empty")
         except TimeoutError:
-            pass  # an entry left for good is in the report (details), not a reason to lose the run
+            pass  # an entry left for good shows as undelivered (undelivered_details), not a lost run
         watching.set()
         watcher.join(5)
         report = _report(stack, load, wait_replicas, began, killed_at, promoted_at, ended_at, load.acks, pids, timers)
         report["replica_online_after_promotion_s"] = follows.get("replica_online_after_promotion_s")
         report["details"] = _details(stack, report.pop("_duplicates"), outbox_before, outbox_after)
+        report["undelivered_details"] = [_record(stack, vid, outbox_before, outbox_after) for vid in report.pop("_never")]
         return report
     finally:
         stop.set()
@@ -250,6 +249,10 @@ def drill(wait_replicas: int, seconds: float) -> dict[str, Any]:
             t.join(5)
         if stack:
             stack.stop()
+        # The Redis and Sentinel logs of the run, for what the figures cannot say (resyncs, votes).
+        kept = OUT / f"failover-logs-{wait_replicas}"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(group.dir, kept, ignore=shutil.ignore_patterns("*.rdb"), dirs_exist_ok=True)
         group.stop()
 
 
@@ -316,7 +319,18 @@ def _report(stack: Stack, load: Load, wait_replicas: int, began: float, killed_a
         "timers_samples": timers.samples,
         "processes_restarted": [n for n, pid in pids.items() if stack.procs[n].pid != pid or stack.procs[n].poll() is not None],
         "_duplicates": duplicates,
+        "_never": never,
     }
+
+
+def _record(stack: Stack, vid: str, outbox_before: dict[str, float], outbox_after: dict[str, float]) -> dict[str, Any]:
+    """An undelivered verification: its record now (no code fields) and its outbox entry around the failover."""
+    raw = stack.redis.hgetall(f"gw:vf:{vid}")
+    entry = f"{vid}:{int(raw.get(b'n', b'1'))}"
+    return {"entry": entry, "outbox_old_primary_at_kill": outbox_before.get(entry),
+            "outbox_new_primary_at_promotion": outbox_after.get(entry),
+            "outbox_now": stack.redis.zscore(OUTBOX, entry),
+            "record_now": {k.decode(): v.decode() for k, v in raw.items() if not k.decode().startswith(("code", "enc"))}}
 
 
 def _details(stack: Stack, duplicates: dict[tuple[str, int], list[dict[str, Any]]], outbox_before: dict[str, float],
