@@ -1,6 +1,8 @@
 """The gateway built inside the bench process: exact round trips of a start and a check (a
 pipeline is one round trip), and a CPU profile of either.
 
+CPU: `python -m bench.inprocess --cpu [--requests 2000]` prints CPU ms per start and per check
+(this process and redis-server), a figure other processes' load moves less than a rate.
 Profile: `python -m bench.inprocess [--requests 2000] [--top 30]` (REDIS_URL's server,
 database 12, flushed before and after) prints cProfile's costliest functions of the starts and
 of the checks, run through the WSGI stack with Flask's test client.
@@ -11,6 +13,7 @@ import argparse
 import cProfile
 import io
 import pstats
+import time
 from functools import cache
 from typing import Any
 
@@ -101,6 +104,32 @@ def profile(env: dict[str, str], count: int, top: int) -> str:
     return out.getvalue()
 
 
+def cpu(env: dict[str, str], count: int, redis_cpu: Any) -> dict[str, float]:
+    """CPU milliseconds per request of `count` starts, then as many checks, through the WSGI stack:
+    this process's (time.process_time: less moved by other processes than a rate) and Redis's
+    (redis_cpu(): the server's used CPU seconds)."""
+    app = app_for(env)
+    http = app.test_client()
+    headers = {"Authorization": f"Bearer {env['GATEWAY_API_KEYS']}"}
+    numbers = [f"+4860{i:07d}" for i in range(1, count + 41)]
+    for number in numbers[:20]:  # warm
+        vid = start(http, headers, number)
+        give_code(app, vid, "123456")
+        check(http, headers, vid, "123456")
+    started: list[str] = []
+    out: dict[str, float] = {}
+    for title, run in (("start", lambda: started.extend(start(http, headers, n) for n in numbers[40:40 + count])),
+                       ("check", lambda: [check(http, headers, vid, "123456") for vid in started])):
+        if title == "check":
+            for vid in started:
+                give_code(app, vid, "123456")
+        began, began_redis = time.process_time(), redis_cpu()
+        run()
+        out[f"{title} web"] = round((time.process_time() - began) * 1000 / count, 3)
+        out[f"{title} redis"] = round((redis_cpu() - began_redis) * 1000 / count, 3)
+    return out
+
+
 def main() -> None:
     """Entry point: `python -m bench.inprocess`."""
     from bench.run import QUICK, Bench
@@ -108,11 +137,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--cpu", action="store_true", help="CPU ms per start and per check instead of a profile")
     args = parser.parse_args()
     bench = Bench(QUICK)
     bench.gw.flushdb()
+
+    def redis_cpu() -> float:
+        info = bench.gw.info("cpu")
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
     try:
-        print(profile(bench.gateway_env, args.requests, args.top))
+        print(cpu(bench.gateway_env, args.requests, redis_cpu) if args.cpu else profile(bench.gateway_env, args.requests, args.top))
     finally:
         bench.gw.flushdb()
 
