@@ -15,7 +15,7 @@ import phonenumbers
 
 from config.prices import DEFAULT_FILE as DEFAULT_PRICE_FILE
 from config.prices import PriceList, load_prices
-from config.redis_urls import SentinelTarget, UrlProblem, parse_redis_url
+from config.redis_urls import SentinelTarget, UrlProblem, parse_redis_url, whole
 
 CHANNELS = ("sms", "sms_reply", "call", "totp", "recovery_code")
 # \A…\Z and ASCII digits: $ also matches before a final newline, \d also matches other scripts' digits.
@@ -201,7 +201,7 @@ def _intervals(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> t
         return ()
     if not items:
         return default
-    if not all(i.isdigit() and int(i) <= 3600 for i in items) or len(items) > 10:
+    if not all(whole(i) and int(i) <= 3600 for i in items) or len(items) > 10:
         raise ConfigError(name, "expected up to 10 comma-separated seconds (0-3600), like 2,5,15")
     return tuple(int(i) for i in items)
 

@@ -32,6 +32,11 @@ class SentinelTarget:
     ssl: bool = False
 
 
+def whole(text: str) -> bool:
+    """Whether text is a whole number in ASCII digits (str.isdigit alone also takes "²", which int() refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def _host_port(item: str) -> tuple[str, int]:
     if item.startswith("["):  # [IPv6]:port
         host, _, rest = item[1:].partition("]")
@@ -42,7 +47,7 @@ def _host_port(item: str) -> tuple[str, int]:
         raise UrlProblem(f"empty Sentinel host in {item!r}")
     if not port_text:
         return host, SENTINEL_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not whole(port_text) or not 0 < int(port_text) < 65536:
         raise UrlProblem(f"bad Sentinel port {port_text!r} in {item!r} (expected 1-65535)")
     return host, int(port_text)
 
@@ -62,7 +67,7 @@ def parse_sentinel(url: str) -> SentinelTarget:
     path = [segment for segment in parts.path.split("/") if segment]
     if not path:
         raise UrlProblem("no master name (expected …/<master-name>[/db] after the hosts)")
-    if len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+    if len(path) > 2 or (len(path) == 2 and not whole(path[1])):
         raise UrlProblem(f"bad path {parts.path!r} (expected /<master-name>[/db] with a whole-number db)")
     query = parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - {"sentinel_password"})
@@ -87,4 +92,17 @@ def parse_redis_url(url: str) -> SentinelTarget | None:
         return parse_sentinel(url)
     if scheme not in PLAIN_SCHEMES:
         raise UrlProblem("must start with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://")
+    if scheme != "unix":
+        _check_plain(url)
     return None
+
+
+def _check_plain(url: str) -> None:
+    """Refuse a plain URL's port or db that redis-py would only fail on at the first connection."""
+    parts = urlsplit(url)
+    port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    if port_text and (not whole(port_text) or not 0 < int(port_text) < 65536):
+        raise UrlProblem(f"bad port {port_text!r} (expected 1-65535)")
+    db = parts.path.strip("/")
+    if db and not whole(db):
+        raise UrlProblem(f"bad database {db!r} in the path (expected a whole number, like /0)")

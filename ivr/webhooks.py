@@ -50,7 +50,7 @@ def closing(v: Verification) -> str:
 
 
 def _error_code(raw: str | None) -> int | None:
-    return int(raw) if raw and raw.isdigit() else None
+    return int(raw) if raw and raw.isascii() and raw.isdigit() else None  # isdigit alone takes "²"
 
 
 def _load(svc: Services, verification_id: str) -> Verification | None:

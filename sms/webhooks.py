@@ -28,7 +28,7 @@ MESSAGE_STATUS = {
 
 def error_code(raw: str | None) -> int | None:
     """Twilio's ErrorCode form field as a number, if present and numeric."""
-    return int(raw) if raw and raw.isdigit() else None
+    return int(raw) if raw and raw.isascii() and raw.isdigit() else None  # isdigit alone takes "²"
 
 
 @bp.post("/status/<verification_id>/<int:attempt>")

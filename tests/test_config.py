@@ -61,12 +61,27 @@ def test_values_are_parsed() -> None:
         ({"TWILIO_ACCOUNT_SID": "AC" + "0" * 32 + "\n", "TWILIO_AUTH_TOKEN": "t"}, "TWILIO_ACCOUNT_SID"),
         ({"VERIFY_ACCOUNTS": "AC" + "1" * 32 + "\n:token"}, "VERIFY_ACCOUNTS"),
         ({"VERIFY_ACCOUNTS": "SK" + "2" * 32 + "\n:secret@AC" + "1" * 32}, "VERIFY_ACCOUNTS"),
+        # digits that str.isdigit takes but int() refuses, and a port or db redis-py would only
+        # refuse at the first connection: refused at start, naming the variable
+        ({"DELIVERY_RETRY_INTERVALS": "2,\u00b2"}, "DELIVERY_RETRY_INTERVALS"),
+        ({"REDIS_URL": "redis://localhost:6\u00b379/0"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://localhost:99999/0"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://localhost:6379/\u00b2"}, "REDIS_URL"),
+        ({"REDIS_URL": "rediss://u:p@[::1]:x/0"}, "REDIS_URL"),
+        ({"RQ_REDIS_URL": "redis://localhost:6379/zero"}, "RQ_REDIS_URL"),
+        ({"REDIS_URL": "redis+sentinel://h:2\u00b36379/mymaster"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis+sentinel://h:26379/mymaster/\u00b2"}, "REDIS_URL"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(env)
     assert info.value.variable == variable and variable in str(info.value)
+
+
+def test_plain_redis_urls_with_a_port_and_db_still_pass() -> None:
+    for url in ("redis://localhost:6379/0", "rediss://u:p@[::1]:6380/2", "redis://h", "unix:///tmp/r.sock?db=1"):
+        assert load_settings({"REDIS_URL": url}).redis_url == url
 
 
 def test_verify_accounts_take_account_tokens_and_api_keys() -> None:

@@ -545,3 +545,20 @@ def test_a_status_callback_of_another_call_changes_nothing(voice: Voice) -> None
     voice.status(vid, "busy", sid=OTHER_SID)
     voice.status(vid, "completed", attempt=2)
     assert voice.stored(vid) == before
+
+
+def test_a_non_ascii_error_code_in_signed_callbacks_is_ignored_not_a_500(voice: Voice) -> None:
+    # str.isdigit takes "²", which int() refuses: an ErrorCode like that was a 500 on both callbacks.
+    vid = voice.start()
+    voice.deliver(vid)
+    params = voice_params(CallStatus="failed", CallbackSource="call-progress-events", SequenceNumber="0",
+                          ErrorCode="\u00b2")
+    assert voice.post(f"/webhooks/twilio/voice/{vid}/1/status", params).status_code < 300
+    sms = voice.client.post("/v1/verifications", json={"to": MOBILE, "channel": "sms", "fallback": []}).get_json()["id"]
+    v = voice.svc.store.load(sms)
+    assert v is not None and verifications.code_for(voice.svc, v, 1, CODE) == CODE
+    verifications.record_sent(voice.svc, sms, 1, Channel.SMS, "SM" + "3" * 32)
+    params = {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "MessageSid": "SM" + "3" * 32,
+              "MessageStatus": "undelivered", "ErrorCode": "\u00b2", "To": MOBILE}
+    assert voice.post(f"/webhooks/twilio/sms/status/{sms}/1", params).status_code < 300
+    assert voice.read(sms)["attempts"][0]["status"] == "undelivered"
