@@ -128,9 +128,11 @@ class Store(SendQueue, UserStore, ConsoleStore):
         prelude = (_LUA / "prelude.lua").read_text()
         self._scripts = {
             name: connection.register_script(prelude + (_LUA / f"{name}.lua").read_text())
-            for name in ("create", "finish", "attempt_status", "advance", "set_code", "reply_index",
+            for name in ("finish", "attempt_status", "advance", "set_code", "reply_index",
                          "claim", "sent", "send_later")
         }
+        live_lib = (_LUA / "live_lib.lua").read_text()
+        self._scripts["create"] = connection.register_script(prelude + live_lib + (_LUA / "create.lua").read_text())
         # An approving check counts its conversion itself (conversion_lib.lua, shared with convert.lua).
         self._scripts["check"] = connection.register_script(
             prelude + (_LUA / "conversion_lib.lua").read_text() + (_LUA / "check.lua").read_text())
@@ -142,9 +144,10 @@ class Store(SendQueue, UserStore, ConsoleStore):
         # after create's) and, only when it admits, create.lua. Answers {admission} or
         # {admission, create's reply}.
         self._scripts["start"] = connection.register_script(
-            prelude + "local function admit(ARGV)\n" + (_LUA / "abuse_lib.lua").read_text()
+            prelude + live_lib + "local function admit(ARGV)\n" + (_LUA / "abuse_lib.lua").read_text()
             + (_LUA / "admit.lua").read_text() + "\nend\n"
             + "local function create()\n" + (_LUA / "create.lua").read_text() + "\nend\n"
+            + "if live_moved() then return {{'changed', ''}} end\n"  # before anything is counted
             + "local admitted = admit({table.remove(ARGV)})\n"
             + "if admitted[1] ~= 'ok' then return {admitted} end\n"
             + "return {admitted, create()}\n")
@@ -229,15 +232,21 @@ class Store(SendQueue, UserStore, ConsoleStore):
         vf = key_for(verification_id)
         idem_key, body_hash = (keys.idempotency(idempotency[0]), idempotency[1]) if idempotency else (vf, "")
         pairs = [str(item) for kv in fields.items() for item in kv]
-        script_keys = [vf, idem_key, keys.block(to), keys.optout(to), keys.live(live_key) if live_key else vf,
-                       OUTBOX, TIMERS, keys.metrics("started"), OUTBOX_WAKE]
-        admit_keys, request = admission(len(script_keys)) if admission else ([], None)
-        return self._run(
-            "create" if request is None else "start", script_keys + admit_keys,
-            body_hash, 86400, verification_id,
-            json.dumps(chains[0].channels), chains[0].ttl, json.dumps(chains[1].channels), chains[1].ttl,
-            *pairs, *([request] if request is not None else []),
-        )
+
+        def attempt() -> Outcome:
+            # A live key names a verification found in data: read it first and declare its record
+            # (one more round trip, for /v2 starts only); the script answers 'changed' if it moved.
+            current = self.live(live_key) if live_key else None
+            script_keys = [vf, idem_key, keys.block(to), keys.optout(to), keys.live(live_key) if live_key else vf,
+                           OUTBOX, TIMERS, keys.metrics("started"), OUTBOX_WAKE, key_for(current) if current else vf]
+            admit_keys, request = admission(len(script_keys)) if admission else ([], None)
+            return self._run(
+                "create" if request is None else "start", script_keys + admit_keys,
+                body_hash, 86400, verification_id,
+                json.dumps(chains[0].channels), chains[0].ttl, json.dumps(chains[1].channels), chains[1].ttl,
+                *pairs, *([request] if request is not None else []),
+            )
+        return self._settled(attempt)
 
     def load(self, verification_id: str) -> Verification | None:
         """The verification with its attempts, or None when unknown or expired away."""

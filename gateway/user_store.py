@@ -100,7 +100,7 @@ class UserStore:
             outcome = attempt()
             if outcome.kind != "changed":
                 return outcome
-        raise redis.exceptions.RedisError("the data kept changing under an OATH inventory change; try again")
+        raise redis.exceptions.RedisError("the data kept changing under a change that reads its keys from data; try again")
 
     def reset_user(self, user_id: str) -> int:
         """Remove the user's app secret and unassign their tokens; how many methods went."""

@@ -1,6 +1,6 @@
 -- KEYS: vf, idempotency (or vf again when none), fraud block, SMS opt-out,
 --       live key (or vf again when none): at most one pending verification per live key, outbox, timers,
---       started counter, the senders' wake-up list
+--       started counter, the senders' wake-up list, the live verification's record (live_lib.lua)
 -- ARGV[5..]: body hash, idempotency ttl, id,
 --            chain (JSON) and its first channel's ttl when not opted out, the same when opted out,
 --            then field pairs
@@ -10,6 +10,7 @@
 -- process could die between is left to hand over.
 local vf, idem, block, optout, live, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local timers, started, wake = KEYS[7], KEYS[8], KEYS[9]
+if live_moved() then return reply(vf, 'changed', '') end
 local body_hash, idem_ttl, id = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 if idem ~= vf then
   local seen = redis.call('GET', idem)
@@ -22,9 +23,7 @@ end
 if live ~= vf then
   local current = redis.call('GET', live)
   if current then
-    -- The one key found in data, not in KEYS: a Cluster move needs the live key and the
-    -- verification in one slot (docs/architecture.md).
-    local other = 'gw:vf:' .. current
+    local other = KEYS[10]  -- read first and declared by the caller; live_moved() held it current
     local expires = tonumber(redis.call('HGET', other, 'expires') or '0')
     if redis.call('HGET', other, 'status') == 'pending' and NOW < expires then
       return reply(other, 'live', current)
