@@ -37,6 +37,15 @@ local function hget(key, field)
   return v
 end
 
+-- A pending verification's next timer in TIMERS: its expiry or its delivery deadline, whichever
+-- comes first (once an attempt is sent; before, create and advance set the expiry).
+local function set_next_timer(vf)
+  local due = tonumber(hget(vf, 'expires'))
+  local deadline = tonumber(hget(vf, 'deadline') or '')
+  if deadline and deadline < due then due = deadline end
+  redis.call('ZADD', TIMERS, string.format('%.6f', due), hget(vf, 'id'))
+end
+
 local function attempts_of(key, n)
   local list = {}
   for i = 1, n do

@@ -2,14 +2,10 @@
 -- The carrier took an attempt (or a channel that sends nothing is ready): its sid and status,
 -- its outbox entry gone, and the verification's next timer (the expiry or the delivery
 -- deadline, whichever comes first), in one step.
-local vf, outbox, timers = KEYS[1], KEYS[2], KEYS[3]
+local vf, outbox = KEYS[1], KEYS[2]
+TIMERS = KEYS[3]
 local id, attempt = ARGV[5], ARGV[6]
 local kind, status = move_status(vf, attempt, ARGV[7], tonumber(ARGV[8]), '', ARGV[9])
 redis.call('ZREM', outbox, id .. ':' .. attempt)
-if kind ~= 'not_found' and is_pending(vf) then
-  local due = tonumber(hget(vf, 'expires'))
-  local deadline = tonumber(hget(vf, 'deadline') or '')
-  if deadline and deadline < due then due = deadline end
-  redis.call('ZADD', timers, string.format('%.6f', due), id)
-end
+if kind ~= 'not_found' and is_pending(vf) then set_next_timer(vf) end
 return reply(vf, kind, status)

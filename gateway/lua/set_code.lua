@@ -25,10 +25,7 @@ if hget(vf, 'n') ~= attempt then return drop('stale', '') end
 -- the entry came back when its lease ended: sending again would text the user twice. Finish it as
 -- sent.lua would have: out of the outbox, the next timer (expiry or delivery deadline) set.
 if (hget(vf, 'a' .. attempt .. ':sid') or '') ~= '' then
-  local due = tonumber(hget(vf, 'expires'))
-  local deadline = tonumber(hget(vf, 'deadline') or '')
-  if deadline and deadline < due then due = deadline end
-  redis.call('ZADD', TIMERS, string.format('%.6f', due), hget(vf, 'id'))
+  set_next_timer(vf)
   return drop('sent', '')
 end
 if (hget(vf, 'code') or '') ~= '' and (hget(vf, 'enc') or '') ~= '' then return reply(vf, 'again', '') end
