@@ -24,6 +24,32 @@ def test_phone_parsing_and_types() -> None:
             phone.parse(bad)
 
 
+def test_a_number_is_valid_exactly_when_its_type_is_known() -> None:
+    """phone.parse asks phonenumbers for the type once and takes UNKNOWN as invalid: the same
+    verdict as is_valid_number, for every region's example numbers and near misses of them."""
+    import phonenumbers
+    from phonenumbers import PhoneNumberType
+
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE, PhoneNumberType.VOIP,
+                     PhoneNumberType.TOLL_FREE, PhoneNumberType.PREMIUM_RATE, PhoneNumberType.PERSONAL_NUMBER):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            for change in (0, 1, 7, 10**9):
+                number = phonenumbers.PhoneNumber(country_code=example.country_code,
+                                                  national_number=example.national_number + change)
+                raw = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+                try:
+                    parsed = phone.parse(raw)
+                except InvalidPhoneNumber:
+                    parsed = None
+                assert (parsed is not None) == phonenumbers.is_valid_number(phonenumbers.parse(raw)), raw
+                checked += 1
+    assert checked > 2000
+
+
 def test_blocked_types_and_countries() -> None:
     with pytest.raises(DestinationBlocked):
         phone.check_allowed(phone.parse("+48701234567"), frozenset())  # premium rate
