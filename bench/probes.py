@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +81,42 @@ def used_memory(r: redis.Redis) -> int:
     return int(info["used_memory"]) - int(info.get("mem_clients_normal", 0))
 
 
+def settled_used_memory(r: redis.Redis, deadline: float = 10.0) -> int:
+    """used_memory (less clients) once Redis's own cron has released what a burst of requests left
+    (it does within about a second, no command needed): two readings 0.25 s apart within 4 KiB."""
+    last, end = used_memory(r), time.monotonic() + deadline
+    while time.monotonic() < end:
+        time.sleep(0.25)
+        now = used_memory(r)
+        if abs(now - last) < 4096:
+            return now
+        last = now
+    return last
+
+
+def memory_stats(r: redis.Redis) -> dict[str, float]:
+    """MEMORY STATS' numeric entries, the per-database ones flattened (`db.12.overhead.hashtable.main`)."""
+    raw = r.execute_command("MEMORY STATS")
+    pairs = dict(zip(raw[0::2], raw[1::2])) if isinstance(raw, list) else raw
+    flat: dict[str, float] = {}
+    for name, value in pairs.items():
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        if isinstance(value, (list, dict)):
+            inner = dict(zip(value[0::2], value[1::2])) if isinstance(value, list) else value
+            for k, v in inner.items():
+                flat[f"{name}.{k.decode() if isinstance(k, bytes) else k}"] = float(v)
+        elif isinstance(value, (int, float)) or (isinstance(value, bytes) and value.replace(b".", b"").isdigit()):
+            flat[name] = float(value)
+    return flat
+
+
+def stats_growth(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """Bytes per verification by which each MEMORY STATS entry grew (entries that moved by ≥ 1 B each)."""
+    grown = {k: (after[k] - before.get(k, 0.0)) / max(count, 1) for k in after
+             if not k.endswith((".ratio", ".percentage", "bytes-per-key")) and k != "keys.count"}
+    return {k: round(v, 1) for k, v in sorted(grown.items()) if abs(v) >= 1}
+
+
 @dataclass
 class MemoryReport:
     """What N verifications in one state added to Redis, by kind of key, per verification."""
@@ -87,7 +124,8 @@ class MemoryReport:
     state: str
     verifications: int
     per_kind: dict[str, dict[str, float]]  # shape -> keys added, keys grown, bytes per verification
-    used_memory_per_verification: float
+    used_memory_per_verification: float  # settled (settled_used_memory)
+    used_memory_at_once_per_verification: float  # read right after the requests
 
     @property
     def total(self) -> float:
@@ -95,9 +133,10 @@ class MemoryReport:
         return sum(v["bytes_each"] for v in self.per_kind.values())
 
 
-def memory_added(state: str, before: dict[str, int], after: dict[str, int], used: tuple[int, int],
+def memory_added(state: str, before: dict[str, int], after: dict[str, int], used: tuple[int, int, int],
                  count: int) -> MemoryReport:
-    """Per verification: keys that appeared (whole size) and keys that grew (the growth), by kind."""
+    """Per verification: keys that appeared (whole size) and keys that grew (the growth), by kind;
+    `used`: used_memory before, right after, and settled."""
     kinds: dict[str, dict[str, float]] = {}
     for key, size in after.items():
         grown = size - before.get(key, 0)
@@ -107,7 +146,13 @@ def memory_added(state: str, before: dict[str, int], after: dict[str, int], used
         entry["keys_added" if key not in before else "keys_grown"] += 1
         entry["bytes"] += grown
     per_kind = {k: {**v, "bytes_each": round(v["bytes"] / count, 1)} for k, v in sorted(kinds.items())}
-    return MemoryReport(state, count, per_kind, round((used[1] - used[0]) / count, 1))
+    return MemoryReport(state, count, per_kind, round((used[2] - used[0]) / count, 1),
+                        round((used[1] - used[0]) / count, 1))
+
+
+def hash_fields(r: redis.Redis, key: str) -> dict[str, str]:
+    """One hash's fields and values (decoded), to see where a record's bytes go."""
+    return {k.decode(): v.decode(errors="replace") for k, v in r.hgetall(key).items()}
 
 
 def encodings(r: redis.Redis, keys: list[str]) -> dict[str, int]:

@@ -161,13 +161,20 @@ def _memory(results: dict[str, Any]) -> str:
             cells += [f"{int(v['keys_added'])} / {int(v['keys_grown'])}" if v else "", v["bytes_each"] if v else ""]
         rows.append([f"`{kind}`", *cells])
     rows.append(["**MEMORY USAGE sum per verification**", *[c for r in reports for c in ("", f"**{r['total']:.0f}**")]])
-    rows.append(["used_memory delta per verification (cross-check)",
+    rows.append(["used_memory delta per verification (cross-check, settled)",
                  *[c for r in reports for c in ("", f"{r['used_memory_per_verification']:.0f}")]])
+    rows.append(["used_memory delta read right after the requests",
+                 *[c for r in reports for c in ("", f"{r.get('used_memory_at_once_per_verification', 0):.0f}")]])
     head = ["key kind"] + [h for r in reports for h in (f"{r['state']}: keys added / grown", f"{r['state']}: bytes each")]
     encodings = "; ".join(f"{k.removeprefix('memory_encodings_')}: {v}" for k, v in results.items()
                           if k.startswith("memory_encodings_"))
     return (_table(head, rows) + f"\n\nOver {reports[0]['verifications'] if reports else 0} verifications. "
             f"`gw:vf` encodings (OBJECT ENCODING of 200): {encodings}.")
+
+
+def memory_section(results: dict[str, Any]) -> str:
+    """The Redis bytes table alone (`python -m bench.run --bytes-only`)."""
+    return "### Redis bytes per SMS verification (every key it adds or grows)\n\n" + _memory(results)
 
 
 WHY_NO_TTL = {

@@ -116,20 +116,23 @@ class Bench:
         self.results: dict[str, Any] = {"sizes": asdict(sizes)}
 
     # -- processes --------------------------------------------------------------------
-    def start_servers(self) -> None:
-        """Flush the databases; start the fake Twilio, the gateway's web and the reference's web."""
+    def start_servers(self, reference: bool = True) -> None:
+        """Flush the databases; start the fake Twilio, the gateway's web and (unless told not to)
+        the reference's web."""
         self.gw.flushdb()
-        self.ref.flushdb()
         web = procfile()["web"]
         self.procs.spawn("fake", [sys.executable, "-m", "bench.fake_twilio", "--port", str(self.fake_port),
                                   "--auth-token", self.gateway_env["TWILIO_AUTH_TOKEN"]])
         self.procs.spawn("web", argv_of(web, self.web_port), self.gateway_env)
-        ref_line = web.replace('"gateway:create_app()"', '"bench.reference_app:create_app()"')
-        assert ref_line != web, "the Procfile's web line no longer names gateway:create_app()"
-        self.procs.spawn("ref", argv_of(ref_line, self.ref_port), self.reference_env)
-        for name, url in (("fake", f"http://127.0.0.1:{self.fake_port}/_bench/stats"),
-                          ("web", f"http://127.0.0.1:{self.web_port}/readyz"),
-                          ("ref", f"http://127.0.0.1:{self.ref_port}/healthz")):
+        waits = [("fake", f"http://127.0.0.1:{self.fake_port}/_bench/stats"),
+                 ("web", f"http://127.0.0.1:{self.web_port}/readyz")]
+        if reference:
+            self.ref.flushdb()
+            ref_line = web.replace('"gateway:create_app()"', '"bench.reference_app:create_app()"')
+            assert ref_line != web, "the Procfile's web line no longer names gateway:create_app()"
+            self.procs.spawn("ref", argv_of(ref_line, self.ref_port), self.reference_env)
+            waits.append(("ref", f"http://127.0.0.1:{self.ref_port}/healthz"))
+        for name, url in waits:
             poll(lambda: self.procs.alive(name) and answers(url), 30, name)
 
     def start_workers(self, count: int, wait: bool = True, env: dict[str, str] | None = None,
@@ -366,16 +369,19 @@ class Bench:
             reports += self.memory_of(start, label)
         self.results["memory"] = [asdict(r) | {"total": r.total} for r in reports]
 
-    def memory_of(self, start: Any, label: str) -> list[probes.MemoryReport]:
-        """The memory of `sizes.memory` verifications started by `start`, queued then pending."""
-        count = self.sizes.memory
+    def memory_of(self, start: Any, label: str, count: int = 0) -> list[probes.MemoryReport]:
+        """The memory of `count` (else `sizes.memory`) verifications started by `start`, queued then
+        pending; MEMORY STATS' growth between the states beside it."""
+        count = count or self.sizes.memory
         self.gw.flushdb()
-        before, used0 = probes.key_sizes(self.gw), probes.used_memory(self.gw)
+        before, used0, stats0 = probes.key_sizes(self.gw), probes.used_memory(self.gw), probes.memory_stats(self.gw)
         self.fake_call("POST", "/_bench/reset")
         started, _ = self.phase(self.take(count), 32, start, cap=120)
-        queued, used1 = probes.key_sizes(self.gw), probes.used_memory(self.gw)
+        at_once = probes.used_memory(self.gw)
+        queued, used1, stats1 = probes.key_sizes(self.gw), probes.settled_used_memory(self.gw), probes.memory_stats(self.gw)
         vf_keys = [k for k in queued if k.startswith("gw:vf:")][:200]
-        report_queued = probes.memory_added("queued" + label, before, queued, (used0, used1), started.done)
+        report_queued = probes.memory_added("queued" + label, before, queued, (used0, at_once, used1), started.done)
+        self.results["memory_fields_queued" + label] = probes.hash_fields(self.gw, vf_keys[0]) if vf_keys else {}
         self.results["memory_encodings_queued" + label] = probes.encodings(self.gw, vf_keys)
         self.fake_call("POST", "/_bench/config", {"callbacks": True})
         try:
@@ -386,8 +392,12 @@ class Bench:
         finally:
             self.fake_call("POST", "/_bench/config", {"callbacks": False})
             self.stop_workers()
-        pending, used2 = probes.key_sizes(self.gw), probes.used_memory(self.gw)
-        report_pending = probes.memory_added("pending" + label, before, pending, (used0, used2), started.done)
+        at_once = probes.used_memory(self.gw)
+        pending, used2, stats2 = probes.key_sizes(self.gw), probes.settled_used_memory(self.gw), probes.memory_stats(self.gw)
+        report_pending = probes.memory_added("pending" + label, before, pending, (used0, at_once, used2), started.done)
+        self.results["memory_fields_pending" + label] = probes.hash_fields(self.gw, vf_keys[0]) if vf_keys else {}
+        for state, stats in (("queued", stats1), ("pending", stats2)):
+            self.results["memory_stats_" + state + label] = probes.stats_growth(stats0, stats, started.done)
         self.results["memory_encodings_pending" + label] = probes.encodings(self.gw, vf_keys)
         self.gw.flushdb()
         return [report_queued, report_pending]
@@ -470,6 +480,24 @@ class Bench:
         self.results["seconds"] = round(time.monotonic() - began, 1)
         return self.results
 
+    def run_bytes_only(self) -> dict[str, Any]:
+        """Only the Redis bytes per verification (`--bytes-only`), as in the full run."""
+        self.results["machine"] = report.machine(self.gw)
+        self.results["git"] = report.git_state()
+        began = time.monotonic()
+        try:
+            self.start_servers(reference=False)
+            print("- warm-up", flush=True)
+            for start in (work.gw_start, work.gw_start_identified):
+                self.memory_of(start, "", count=64)  # every command seen once: Redis 7's latency histograms
+            print("- Redis memory per verification", flush=True)
+            self.memory()
+        finally:
+            self.procs.stop()
+            self.gw.flushdb()
+        self.results["seconds"] = round(time.monotonic() - began, 1)
+        return self.results
+
     def run(self) -> dict[str, Any]:
         """Every scenario, in order; all processes stopped and databases flushed at the end."""
         self.results["machine"] = report.machine(self.gw)
@@ -509,12 +537,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a small run (under about two minutes)")
     parser.add_argument("--api-only", action="store_true", help="only the API path beside the reference")
+    parser.add_argument("--bytes-only", action="store_true", help="only the Redis bytes per verification")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops what was started
     sizes = QUICK if args.quick else FULL
     bench = Bench(sizes)
-    results = bench.run_api_only() if args.api_only else bench.run()
-    flags = (" --quick" if args.quick else "") + (" --api-only" if args.api_only else "")
+    if args.bytes_only:
+        results = bench.run_bytes_only()
+    else:
+        results = bench.run_api_only() if args.api_only else bench.run()
+    flags = (" --quick" if args.quick else "") + (" --api-only" if args.api_only else "") \
+        + (" --bytes-only" if args.bytes_only else "")
     results["command"] = "python -m bench.run" + flags
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + flags.replace(" --", "-")
@@ -524,6 +557,11 @@ def main() -> None:
             print(f"c={row['concurrency']}: ratio per round {row['ratios']}; gateway "
                   f"{row['gateway']['verifications_per_s']}/s, reference {row['reference']['verifications_per_s']}/s; "
                   f"cpu ms {row['cpu_ms']}")
+        print(f"written: bench/results/{stamp}.json")
+        return
+    if args.bytes_only:
+        Path(OUT / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+        print(report.memory_section(results))
         print(f"written: bench/results/{stamp}.json")
         return
     Path(OUT / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
