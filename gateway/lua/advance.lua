@@ -29,8 +29,9 @@ if channel == '' then return reply(vf, 'ended', finish(vf, stream, 'failed', 'de
 local n = tonumber(failed) + 1
 local q = 'a' .. n .. ':'
 local expires = after(ttl, ARGV[13])
-redis.call('HSET', vf, 'n', n, 'channel', channel, 'pos', pos, 'expires', expires, 'code', '',
-           'enc', '', 'deadline', '', q .. 'ch', channel, q .. 'st', 'queued', q .. 'rk', 0, q .. 'at', NOW_S)
+redis.call('HSET', vf, 'n', n, 'channel', channel, 'pos', pos, 'expires', expires,
+           q .. 'ch', channel, q .. 'st', 'queued', q .. 'rk', 0, q .. 'at', NOW_S)
+redis.call('HDEL', vf, 'code', 'enc', 'deadline')  -- the failed attempt's; none yet for the new one
 keep_until(vf, tonumber(expires))
 redis.call('ZADD', outbox, NOW_S, hget(vf, 'id') .. ':' .. n)  -- due now: the senders take it
 redis.call('ZADD', TIMERS, 'LT', expires, hget(vf, 'id'))  -- the new attempt may expire before the timer

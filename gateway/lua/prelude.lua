@@ -107,7 +107,8 @@ end
 -- audit record, count it, and wake long-polling readers. Returns the record (JSON).
 -- Only in scripts given the ending keys (count_usage).
 local function finish(key, stream, status, reason)
-  redis.call('HSET', key, 'status', status, 'reason', reason, 'ended', NOW_S, 'code', '', 'enc', '', 'keep', '')
+  redis.call('HSET', key, 'status', status, 'reason', reason, 'ended', NOW_S)
+  redis.call('HDEL', key, 'code', 'enc', 'keep', 'deadline')
   local f = redis.call('HMGET', key, 'id', 'user_id', 'first_name', 'last_name', 'email', 'to',
                        'channel', 'client_ip', 'created', 'n', 'chain', 'country')
   local attempts = attempts_of(key, tonumber(f[10]) or 0)
@@ -184,6 +185,9 @@ local function move_status(vf, attempt, status, rank, err, sid)
   if rank <= current then return 'unchanged', hget(vf, p .. 'st'), tostring(n) end
   redis.call('HSET', vf, p .. 'st', status, p .. 'rk', rank)
   if err ~= '' then redis.call('HSET', vf, p .. 'err', err) end
+  -- The current attempt delivered: its delivery deadline can no longer act (run_timers and
+  -- advance.lua skip a delivered attempt, and delivered is final), so it is not kept.
+  if status == 'delivered' and i == n then redis.call('HDEL', vf, 'deadline') end
   return 'changed', status, tostring(n)
 end
 

@@ -30,8 +30,7 @@ if (hget(vf, 'a' .. attempt .. ':sid') or '') ~= '' then
 end
 if (hget(vf, 'code') or '') ~= '' and (hget(vf, 'enc') or '') ~= '' then return reply(vf, 'again', '') end
 local expires = after(ARGV[8], ARGV[10])
-local deadline = ''
-if ARGV[9] ~= '' then deadline = after(ARGV[9]) end
-redis.call('HSET', vf, 'code', ARGV[6], 'enc', ARGV[7], 'expires', expires, 'deadline', deadline)
+redis.call('HSET', vf, 'code', ARGV[6], 'enc', ARGV[7], 'expires', expires)
+if ARGV[9] ~= '' then redis.call('HSET', vf, 'deadline', after(ARGV[9])) else redis.call('HDEL', vf, 'deadline') end
 keep_until(vf, tonumber(expires))
 return reply(vf, 'ok', '')
