@@ -77,7 +77,7 @@ class SendQueue:
             pipe.hgetall(keys.verification(verification_id))
         from gateway.store import _decode
 
-        return [_decode(raw) if raw else None for raw in pipe.execute()]
+        return [_decode(raw, vid) if raw else None for vid, raw in zip(verification_ids, pipe.execute())]
 
     def sent(self, verification_id: str, attempt: int, status: AttemptStatus, rank: int, sid: str | None) -> Outcome:
         """Record a send the carrier took: sid and status, out of the outbox, next timer set."""

@@ -117,9 +117,10 @@ class Store(SendQueue, UserStore, ConsoleStore):
 
     def __init__(
         self, connection: redis.Redis, server_name: str, audit_retention: int, retention: int,
-        wait: tuple[int, int] = (0, 0),
+        wait: tuple[int, int] = (0, 0), record_ids: bool = False,
     ) -> None:
         self.redis = connection
+        self.record_ids = record_ids  # write `id` into records, for releases that read it there
         self.wait_replicas, self.wait_ms = wait
         self.server_name = server_name
         self.server_ip = _server_ip()
@@ -232,6 +233,8 @@ class Store(SendQueue, UserStore, ConsoleStore):
         vf = key_for(verification_id)
         idem_key, body_hash = (keys.idempotency(idempotency[0]), idempotency[1]) if idempotency else (vf, "")
         pairs = [str(item) for kv in fields.items() for item in kv]
+        if self.record_ids:
+            pairs += ["id", verification_id]
 
         def attempt() -> Outcome:
             # A live key names a verification found in data: read it first and declare its record
@@ -251,7 +254,7 @@ class Store(SendQueue, UserStore, ConsoleStore):
     def load(self, verification_id: str) -> Verification | None:
         """The verification with its attempts, or None when unknown or expired away."""
         raw = self.redis.hgetall(key_for(verification_id))
-        return _decode(raw) if raw else None
+        return _decode(raw, verification_id) if raw else None
 
     def check_subject(self, verification_id: str) -> tuple[str, str, str | None] | None:
         """What a check must know before its call: the verification's number, country and user
@@ -362,7 +365,9 @@ class Store(SendQueue, UserStore, ConsoleStore):
             pubsub.close()
 
 
-def _decode(raw: Mapping[bytes, bytes]) -> Verification:
+def _decode(raw: Mapping[bytes, bytes], verification_id: str = "") -> Verification:
+    """A record as stored; its id from the record (previous releases stored it, scripts answer it)
+    or else the one it was read by."""
     h = {k.decode(): v.decode() for k, v in raw.items()}
     attempts = []
     for i in range(1, int(h.get("n", "0")) + 1):
@@ -379,7 +384,7 @@ def _decode(raw: Mapping[bytes, bytes]) -> Verification:
             )
         )
     return Verification(
-        id=h["id"],
+        id=h.get("id") or verification_id,
         status=Status(h["status"]),
         reason=Reason(h["reason"]) if h.get("reason") else None,
         to=h["to"],

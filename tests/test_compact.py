@@ -8,9 +8,10 @@ import base64
 import redis
 from cryptography.fernet import Fernet
 
-from gateway import codes, verifications
+from gateway import codes, create_app, verifications
 from gateway.models import AttemptStatus
 from gateway.services import Services
+from tests.conftest import API_KEY
 from tests.test_api import give_code, start
 
 COMPACT = {b"listpack", b"ziplist"}  # Redis 7 / Redis 6 names of the same encoding
@@ -48,3 +49,51 @@ def test_a_code_digested_in_the_former_hex_form_still_checks(app, client, redis_
     redis_db.hset(f"gw:vf:{vid}", "code", codes.digest(svc.key("code-hmac"), vid, "482913"))  # as stored before
     assert client.post(f"/v1/verifications/{vid}/check", json={"code": "482914"}).get_json()["valid"] is False
     assert client.post(f"/v1/verifications/{vid}/check", json={"code": "482913"}).get_json()["valid"] is True
+
+
+def _delivered(app, client, **body: str) -> str:  # type: ignore[no-untyped-def]
+    """A started SMS verification whose code went out and was delivered, as in production."""
+    svc: Services = app.extensions["gateway"]
+    vid = start(client, **body).get_json()["id"]
+    give_code(app, vid, "482913")
+    sid = "SM" + "0123456789abcdef" * 2
+    for status in (AttemptStatus.QUEUED, AttemptStatus.SENT, AttemptStatus.DELIVERED):
+        verifications.record_status(svc, vid, 1, status, None, sid)
+    return vid
+
+
+def test_a_pending_record_stores_no_default_no_id_and_no_spent_deadline(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    vid = _delivered(app, client, user_id="alice", client_ip="10.0.0.1")
+    stored = redis_db.hgetall(f"gw:vf:{vid}")
+    assert not {b"id", b"reason", b"pos", b"fails", b"deadline"} & stored.keys(), sorted(stored)
+    assert all(value != b"" for value in stored.values()), stored
+    record = app.extensions["gateway"].store.load(vid)
+    assert record.id == vid and record.reason is None and record.position == 0 and record.failures == 0
+
+
+def test_write_record_ids_keeps_the_id_where_the_previous_release_reads_it(settings, redis_db) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings.replace(write_record_ids=True))
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+    vid = start(client).get_json()["id"]
+    assert redis_db.hget(f"gw:vf:{vid}", "id") == vid.encode()
+
+
+def test_a_record_the_previous_release_wrote_reads_and_ends_the_same(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    """Rolling upgrade: records made before the compact record hold `id`, empty and default fields
+    and a delivered attempt's deadline; they read, check and end exactly as a compact one."""
+    svc: Services = app.extensions["gateway"]
+    compact, old = _delivered(app, client, to="+48600100201"), _delivered(app, client, to="+48600100202")
+    deadline = float(redis_db.hget(f"gw:vf:{old}", "expires")) - 1
+    redis_db.hset(f"gw:vf:{old}", mapping={"id": old, "reason": "", "pos": "0", "fails": "0", "deadline": deadline})
+    for vid in (compact, old):
+        body = client.get(f"/v1/verifications/{vid}").get_json()
+        assert body["id"] == vid and body["status"] == "pending" and body["reason"] is None
+        assert client.post(f"/v1/verifications/{vid}/check", json={"code": "000000"}).get_json()["valid"] is False
+        assert svc.store.load(vid).failures == 1
+        done = client.post(f"/v1/verifications/{vid}/check", json={"code": "482913"}).get_json()
+        assert done["valid"] is True and done["id"] == vid
+        assert redis_db.zscore("gw:timers", vid) is None  # finish() found the timer by the id
+    audited = {fields[b"verification_id"].decode(): fields for _, fields in redis_db.xrange("gw:audit")}
+    assert audited.keys() == {compact, old}
+    assert audited[compact][b"phone_number"] == b"+48600100201" and audited[old][b"phone_number"] == b"+48600100202"

@@ -41,6 +41,13 @@ def test_no_script_spells_a_key_name() -> None:
     assert found == ALLOWED
 
 
+def test_a_verification_id_is_the_end_of_its_key_after_the_last_colon() -> None:
+    # prelude.lua id_of reads a compact record's id from its key so (no name spelled in Lua).
+    for verification_id in (keys.new_verification_id(20428), "vf_" + "0" * 32):
+        key = keys.verification(verification_id)
+        assert ":" not in verification_id and key.rsplit(":", 1)[1] == verification_id
+
+
 _LINE = re.compile(r'^\d+\.\d+ \[(\d+) ([^\]]+)\] (.*)$')
 _ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b", '"': '"', "\\": "\\"}

@@ -22,7 +22,7 @@ if deadline_due then
   local deadline = tonumber(hget(vf, 'deadline') or '')
   if not deadline or NOW < deadline or hget(vf, p .. 'st') == 'delivered' then return reply(vf, 'not_due', '') end
 end
-redis.call('ZREM', outbox, hget(vf, 'id') .. ':' .. failed)  -- a sender's entry for the failed attempt
+redis.call('ZREM', outbox, id_of(vf) .. ':' .. failed)  -- a sender's entry for the failed attempt
 redis.call('HSET', vf, p .. 'why', why)
 if err ~= '' and not hget(vf, p .. 'err') then redis.call('HSET', vf, p .. 'err', err) end
 if channel == '' then return reply(vf, 'ended', finish(vf, stream, 'failed', 'delivery_failed')) end
@@ -33,8 +33,8 @@ redis.call('HSET', vf, 'n', n, 'channel', channel, 'pos', pos, 'expires', expire
            q .. 'ch', channel, q .. 'st', 'queued', q .. 'rk', 0, q .. 'at', NOW_S)
 redis.call('HDEL', vf, 'code', 'enc', 'deadline')  -- the failed attempt's; none yet for the new one
 keep_until(vf, tonumber(expires))
-redis.call('ZADD', outbox, NOW_S, hget(vf, 'id') .. ':' .. n)  -- due now: the senders take it
-redis.call('ZADD', TIMERS, 'LT', expires, hget(vf, 'id'))  -- the new attempt may expire before the timer
+redis.call('ZADD', outbox, NOW_S, id_of(vf) .. ':' .. n)  -- due now: the senders take it
+redis.call('ZADD', TIMERS, 'LT', expires, id_of(vf))  -- the new attempt may expire before the timer
 redis.call('LPUSH', wake, '1')  -- one token at most: it wakes one idle sender
 redis.call('LTRIM', wake, 0, 0)
 return reply(vf, 'advanced', tostring(n))

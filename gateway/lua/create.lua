@@ -37,8 +37,9 @@ if chain == '[]' then return reply(vf, 'blocked', 'opted_out') end
 local first = cjson.decode(chain)[1]
 local expires = after(ttl)
 -- Fields at their default are not stored (reason, code, enc: ''; pos, fails: 0): every reader,
--- this release's and the previous one's, takes a missing one as its default (docs/performance.md).
-redis.call('HSET', vf, 'id', id, 'status', 'pending', 'created', NOW_S, 'chain', chain,
+-- this release's and the previous one's, takes a missing one as its default; nor is the id, the
+-- end of the key (id_of), unless the caller passes it among the fields (docs/performance.md).
+redis.call('HSET', vf, 'status', 'pending', 'created', NOW_S, 'chain', chain,
            'channel', first, 'n', 1, 'expires', expires,
            'a1:ch', first, 'a1:st', 'queued', 'a1:rk', 0, 'a1:at', NOW_S)
 for i = 12, #ARGV, 2 do redis.call('HSET', vf, ARGV[i], ARGV[i + 1]) end

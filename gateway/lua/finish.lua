@@ -16,5 +16,5 @@ if attempt ~= '0' and hget(vf, 'n') ~= attempt then return reply(vf, 'stale', ''
 -- The block key names the number the caller read; a verification's number never changes.
 if block_for and hget(vf, 'to') ~= ARGV[10] then return redis.error_reply('the block names another number') end
 local record = finish(vf, stream, status, reason)
-if block_for then redis.call('SET', block, '0# pressed (fraud reported) on ' .. hget(vf, 'id'), 'EX', block_for) end
+if block_for then redis.call('SET', block, '0# pressed (fraud reported) on ' .. id_of(vf), 'EX', block_for) end
 return reply(vf, 'ended', record)

@@ -37,13 +37,20 @@ local function hget(key, field)
   return v
 end
 
+-- A verification's id. Its record stores it only for releases before the compact record
+-- (Store record_ids, WRITE_RECORD_IDS); otherwise it is the end of the record's key, after the
+-- last colon (gateway/keys.py verification(): an id holds no colon; tests/test_keys.py).
+local function id_of(vf)
+  return hget(vf, 'id') or string.match(vf, '[^:]+$')
+end
+
 -- A pending verification's next timer in TIMERS: its expiry or its delivery deadline, whichever
 -- comes first (once an attempt is sent; before, create and advance set the expiry).
 local function set_next_timer(vf)
   local due = tonumber(hget(vf, 'expires'))
   local deadline = tonumber(hget(vf, 'deadline') or '')
   if deadline and deadline < due then due = deadline end
-  redis.call('ZADD', TIMERS, string.format('%.6f', due), hget(vf, 'id'))
+  redis.call('ZADD', TIMERS, string.format('%.6f', due), id_of(vf))
 end
 
 local function attempts_of(key, n)
@@ -111,6 +118,7 @@ local function finish(key, stream, status, reason)
   redis.call('HDEL', key, 'code', 'enc', 'keep', 'deadline')
   local f = redis.call('HMGET', key, 'id', 'user_id', 'first_name', 'last_name', 'email', 'to',
                        'channel', 'client_ip', 'created', 'n', 'chain', 'country')
+  f[1] = id_of(key)
   local attempts = attempts_of(key, tonumber(f[10]) or 0)
   local record = {
     verification_id = f[1], user_id = f[2] or '', first_name = f[3] or '', last_name = f[4] or '',
@@ -145,6 +153,7 @@ local function count_check(counter, refused, stream, allowance, window, source, 
     return nil
   end
   local f = redis.call('HMGET', source, 'id', 'to', 'channel', 'client_ip', 'country')
+  if f[2] then f[1] = id_of(source) end  -- a verification (a user's hash has no number)
   redis.call('HINCRBY', refused, 'user', 1)
   redis.call('XADD', stream, 'MINID', '~', AUDIT_MINID, '*', 'event', 'refused', 'action', action,
              'status', 'refused', 'result', 'denied', 'reason', 'user', 'verification_id', f[1] or '',
@@ -164,7 +173,15 @@ end
 local function reply(key, kind, value)
   local out = {kind, value or '', '_now', NOW_S}
   local all = redis.call('HGETALL', key)
-  for i = 1, #all do out[#out + 1] = all[i] end
+  local has_id = false
+  for i = 1, #all do
+    out[#out + 1] = all[i]
+    if i % 2 == 1 and all[i] == 'id' then has_id = true end
+  end
+  if #all > 0 and not has_id then  -- a compact record: its id as if stored
+    out[#out + 1] = 'id'
+    out[#out + 1] = id_of(key)
+  end
   return out
 end
 

@@ -9,7 +9,7 @@ if not is_pending(vf) then return reply(vf, 'finished', '') end
 local expired = expire_if_due(vf, stream)
 if expired then return reply(vf, 'ended', expired) end
 if hget(vf, 'n') ~= attempt or hget(vf, 'channel') ~= 'sms_reply' then return reply(vf, 'stale', '') end
-redis.call('ZADD', index, NOW, hget(vf, 'id'))
+redis.call('ZADD', index, NOW, id_of(vf))
 redis.call('ZREMRANGEBYRANK', index, 0, -(keep + 1))
 -- Never shorten the index's life: an older entry may still wait for its reply.
 if redis.call('TTL', index) < ttl then redis.call('EXPIRE', index, ttl) end
