@@ -374,7 +374,7 @@ class Bench:
         pending; MEMORY STATS' growth between the states beside it."""
         count = count or self.sizes.memory
         self.gw.flushdb()
-        before, used0, stats0 = probes.key_sizes(self.gw), probes.used_memory(self.gw), probes.memory_stats(self.gw)
+        before, used0, stats0 = probes.key_sizes(self.gw), probes.settled_used_memory(self.gw), probes.memory_stats(self.gw)
         self.fake_call("POST", "/_bench/reset")
         started, _ = self.phase(self.take(count), 32, start, cap=120)
         at_once = probes.used_memory(self.gw)
