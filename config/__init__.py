@@ -95,7 +95,7 @@ class Settings:
     delivery_retry_intervals: tuple[int, ...] = (2, 5, 15)
     send_concurrency: int = 32
     send_backlog_max: int = 10000
-    write_record_ids: bool = False
+    previous_release_records: bool = False
     max_body_bytes: int = 16 * 1024
     server_name: str = field(default_factory=socket.gethostname)
     queue_name: str = "gateway"
@@ -390,7 +390,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         delivery_retry_intervals=_intervals(env, "DELIVERY_RETRY_INTERVALS", (2, 5, 15)),
         send_concurrency=_int(env, "SEND_CONCURRENCY", 32, 1, 512),
         send_backlog_max=_int(env, "SEND_BACKLOG_MAX", 10000, 0, 10_000_000),
-        write_record_ids=_bool(env, "WRITE_RECORD_IDS", False),
+        previous_release_records=_bool(env, "PREVIOUS_RELEASE_RECORDS", False),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 16 * 1024, 1024, 1024 * 1024),
         server_name=env.get("GATEWAY_SERVER_NAME") or socket.gethostname(),
         queue_name=env.get("QUEUE_NAME", "gateway"),

@@ -144,7 +144,7 @@ def build_services(settings: Settings) -> Services:
         redis=connection,
         queue=Queue(settings.queue_name, connection=rq_connection),
         store=Store(connection, settings.server_name, settings.audit_retention, settings.retention,
-                    (settings.redis_wait_replicas, settings.redis_wait_ms), settings.write_record_ids),
+                    (settings.redis_wait_replicas, settings.redis_wait_ms), settings.previous_release_records),
         carrier=carrier,
         abuse=AbuseStore(connection),
     )

@@ -117,10 +117,11 @@ class Store(SendQueue, UserStore, ConsoleStore):
 
     def __init__(
         self, connection: redis.Redis, server_name: str, audit_retention: int, retention: int,
-        wait: tuple[int, int] = (0, 0), record_ids: bool = False,
+        wait: tuple[int, int] = (0, 0), previous_release_records: bool = False,
     ) -> None:
         self.redis = connection
-        self.record_ids = record_ids  # write `id` into records, for releases that read it there
+        # Records a release before the compact record can read (`id`, `a1:at`; create.lua).
+        self.previous_release_records = previous_release_records
         self.wait_replicas, self.wait_ms = wait
         self.server_name = server_name
         self.server_ip = _server_ip()
@@ -233,7 +234,7 @@ class Store(SendQueue, UserStore, ConsoleStore):
         vf = key_for(verification_id)
         idem_key, body_hash = (keys.idempotency(idempotency[0]), idempotency[1]) if idempotency else (vf, "")
         pairs = [str(item) for kv in fields.items() for item in kv]
-        if self.record_ids:
+        if self.previous_release_records:
             pairs += ["id", verification_id]
 
         def attempt() -> Outcome:
@@ -378,7 +379,7 @@ def _decode(raw: Mapping[bytes, bytes], verification_id: str = "") -> Verificati
                 channel=Channel(h[p + "ch"]),
                 status=AttemptStatus(h[p + "st"]),
                 error_code=int(h[p + "err"]) if h.get(p + "err") else None,
-                started_at=float(h[p + "at"]),
+                started_at=float(h.get(p + "at") or h["created"]),  # a compact record's first: created
                 sid=h.get(p + "sid") or None,
                 ended_because=h.get(p + "why") or None,
             )

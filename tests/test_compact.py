@@ -4,6 +4,7 @@ still works: a code encrypted or digested in the former formats."""
 from __future__ import annotations
 
 import base64
+import json
 
 import redis
 from cryptography.fernet import Fernet
@@ -65,18 +66,20 @@ def _delivered(app, client, **body: str) -> str:  # type: ignore[no-untyped-def]
 def test_a_pending_record_stores_no_default_no_id_and_no_spent_deadline(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
     vid = _delivered(app, client, user_id="alice", client_ip="10.0.0.1")
     stored = redis_db.hgetall(f"gw:vf:{vid}")
-    assert not {b"id", b"reason", b"pos", b"fails", b"deadline"} & stored.keys(), sorted(stored)
+    assert not {b"id", b"reason", b"pos", b"fails", b"deadline", b"a1:at"} & stored.keys(), sorted(stored)
     assert all(value != b"" for value in stored.values()), stored
     record = app.extensions["gateway"].store.load(vid)
     assert record.id == vid and record.reason is None and record.position == 0 and record.failures == 0
+    assert record.attempts[0].started_at == record.created_at == float(stored[b"created"])
 
 
-def test_write_record_ids_keeps_the_id_where_the_previous_release_reads_it(settings, redis_db) -> None:  # type: ignore[no-untyped-def]
-    app = create_app(settings.replace(write_record_ids=True))
+def test_previous_release_records_keep_the_fields_that_release_reads(settings, redis_db) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings.replace(previous_release_records=True))
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
     vid = start(client).get_json()["id"]
-    assert redis_db.hget(f"gw:vf:{vid}", "id") == vid.encode()
+    stored = redis_db.hgetall(f"gw:vf:{vid}")
+    assert stored[b"id"] == vid.encode() and stored[b"a1:at"] == stored[b"created"]
 
 
 def test_a_record_the_previous_release_wrote_reads_and_ends_the_same(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
@@ -85,7 +88,9 @@ def test_a_record_the_previous_release_wrote_reads_and_ends_the_same(app, client
     svc: Services = app.extensions["gateway"]
     compact, old = _delivered(app, client, to="+48600100201"), _delivered(app, client, to="+48600100202")
     deadline = float(redis_db.hget(f"gw:vf:{old}", "expires")) - 1
-    redis_db.hset(f"gw:vf:{old}", mapping={"id": old, "reason": "", "pos": "0", "fails": "0", "deadline": deadline})
+    created = redis_db.hget(f"gw:vf:{old}", "created")
+    redis_db.hset(f"gw:vf:{old}", mapping={"id": old, "reason": "", "pos": "0", "fails": "0", "deadline": deadline,
+                                           "a1:at": created})
     for vid in (compact, old):
         body = client.get(f"/v1/verifications/{vid}").get_json()
         assert body["id"] == vid and body["status"] == "pending" and body["reason"] is None
@@ -97,3 +102,16 @@ def test_a_record_the_previous_release_wrote_reads_and_ends_the_same(app, client
     audited = {fields[b"verification_id"].decode(): fields for _, fields in redis_db.xrange("gw:audit")}
     assert audited.keys() == {compact, old}
     assert audited[compact][b"phone_number"] == b"+48600100201" and audited[old][b"phone_number"] == b"+48600100202"
+    for fields in audited.values():  # the first attempt started with the verification
+        assert json.loads(fields[b"attempts"])[0]["started_at"] == float(fields[b"created_at"])
+
+
+def test_a_resend_of_a_compact_records_first_attempt_waits_from_its_start(app, client) -> None:  # type: ignore[no-untyped-def]
+    from gateway.models import Channel
+    from gateway.store import Step
+
+    svc: Services = app.extensions["gateway"]
+    vid = start(client).get_json()["id"]  # its first attempt's start is `created` (no a1:at)
+    step = Step(Channel.SMS, 0, 300, "resend", resend_interval=3600)
+    outcome = svc.store.advance(vid, 1, step)
+    assert outcome.kind == "too_soon" and 3590 <= int(outcome.value) <= 3600

@@ -15,7 +15,7 @@ if expired then return reply(vf, 'ended', expired) end
 if hget(vf, 'n') ~= failed then return reply(vf, 'stale', '') end
 local p = 'a' .. failed .. ':'
 if interval then
-  local wait = tonumber(hget(vf, p .. 'at')) + interval - NOW
+  local wait = attempt_start(vf, tonumber(failed)) + interval - NOW
   if wait > 0 then return reply(vf, 'too_soon', tostring(math.ceil(wait))) end
 end
 if deadline_due then

@@ -37,12 +37,15 @@ if chain == '[]' then return reply(vf, 'blocked', 'opted_out') end
 local first = cjson.decode(chain)[1]
 local expires = after(ttl)
 -- Fields at their default are not stored (reason, code, enc: ''; pos, fails: 0): every reader,
--- this release's and the previous one's, takes a missing one as its default; nor is the id, the
--- end of the key (id_of), unless the caller passes it among the fields (docs/performance.md).
+-- this release's and the previous one's, takes a missing one as its default. Nor are the id (the
+-- end of the key: id_of) and the first attempt's start (`created`: attempt_start), unless the
+-- caller asks for the previous release's form by passing the id among the fields (Store
+-- previous_release_records): that release needs both (docs/performance.md).
 redis.call('HSET', vf, 'status', 'pending', 'created', NOW_S, 'chain', chain,
            'channel', first, 'n', 1, 'expires', expires,
-           'a1:ch', first, 'a1:st', 'queued', 'a1:rk', 0, 'a1:at', NOW_S)
+           'a1:ch', first, 'a1:st', 'queued', 'a1:rk', 0)
 for i = 12, #ARGV, 2 do redis.call('HSET', vf, ARGV[i], ARGV[i + 1]) end
+if hget(vf, 'id') then redis.call('HSET', vf, 'a1:at', NOW_S) end
 keep_until(vf, tonumber(expires))
 if live ~= vf then keep_until(live, tonumber(expires), id) end
 if idem ~= vf then redis.call('SET', idem, body_hash .. '|' .. id, 'EX', idem_ttl) end

@@ -38,8 +38,8 @@ local function hget(key, field)
 end
 
 -- A verification's id. Its record stores it only for releases before the compact record
--- (Store record_ids, WRITE_RECORD_IDS); otherwise it is the end of the record's key, after the
--- last colon (gateway/keys.py verification(): an id holds no colon; tests/test_keys.py).
+-- (PREVIOUS_RELEASE_RECORDS); otherwise it is the end of the record's key, after the last
+-- colon (gateway/keys.py verification(): an id holds no colon; tests/test_keys.py).
 local function id_of(vf)
   return hget(vf, 'id') or string.match(vf, '[^:]+$')
 end
@@ -53,13 +53,21 @@ local function set_next_timer(vf)
   redis.call('ZADD', TIMERS, string.format('%.6f', due), id_of(vf))
 end
 
+-- When an attempt started: its `a<i>:at`, or for a compact record's first attempt the
+-- verification's start (create.lua).
+local function attempt_start(vf, i)
+  local at = hget(vf, 'a' .. i .. ':at')
+  if not at and i == 1 then at = hget(vf, 'created') end
+  return tonumber(at)
+end
+
 local function attempts_of(key, n)
   local list = {}
   for i = 1, n do
     local p = 'a' .. i .. ':'
     local v = redis.call('HMGET', key, p .. 'ch', p .. 'st', p .. 'err', p .. 'at', p .. 'why')
     list[i] = {channel = v[1], status = v[2], error_code = tonumber(v[3]) or cjson.null,
-               started_at = tonumber(v[4]), ended_because = v[5] or cjson.null}
+               started_at = tonumber(v[4]) or attempt_start(key, i), ended_because = v[5] or cjson.null}
   end
   return list
 end
