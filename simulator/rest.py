@@ -73,9 +73,12 @@ def create_message(account_sid: str) -> Response:
     """Create Message."""
     sim = _sim()
     check_account(account_sid, sim.config)
-    message = sim.sms.create(validate_message(request.form, sim.config))
+    req = validate_message(request.form, sim.config)
+    # The delay in force when the request came: the message is listed once created, and a client
+    # that sees it may change the behaviour (a test making the carrier quick again) before the answer.
+    delay = sim.state.behaviour_for(req.to)[0].rest_delay_ms
+    message = sim.sms.create(req)
     # Accepted (and on its way) before the answer: a late answer is the client's ambiguous timeout.
-    delay = sim.state.behaviour_for(message.to)[0].rest_delay_ms
     if delay:
         time.sleep(delay / 1000.0)
     with sim.state.lock:
