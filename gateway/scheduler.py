@@ -86,7 +86,9 @@ def run_due_timers(app: Flask, until: float) -> int:
         claim = svc.store.claim(TIMERS, TIMER_BATCH, TIMER_LEASE)
         for verification_id in claim.members:
             try:
-                svc.store.reschedule(TIMERS, verification_id, verifications.run_timers(svc, verification_id))
+                due = verifications.run_timers(svc, verification_id)
+                # Only while the claim's lease still stands: a script may have set an earlier time meanwhile.
+                svc.store.reschedule(TIMERS, verification_id, claim.held, due)
             except redis.exceptions.RedisError:
                 raise
             except Exception:  # noqa: BLE001 - one bad record must not hold the others back

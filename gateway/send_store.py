@@ -28,11 +28,13 @@ class CodeWrite:
 
 @dataclass(frozen=True)
 class Claim:
-    """Members leased from a schedule, Redis's time then, and the earliest due time left (None: empty)."""
+    """Members leased from a schedule, Redis's time then, the earliest due time left (None: empty),
+    and the due time the lease gave the members (what `reschedule` compares)."""
 
     members: list[str]
     now: float
     next_due: float | None
+    held: float
 
 
 class SendQueue:
@@ -67,8 +69,8 @@ class SendQueue:
     def claim(self, schedule: str, most: int, lease: float) -> Claim:
         """Lease up to `most` due members of a schedule (the outbox or the timers) for `lease` seconds."""
         reply = self._scripts["claim"](keys=[schedule], args=self._context() + [most, f"{lease:.3f}"])
-        now, head, *members = (v.decode() for v in reply)
-        return Claim(members, float(now), float(head) if head else None)
+        now, head, held, *members = (v.decode() for v in reply)
+        return Claim(members, float(now), float(head) if head else None, float(held))
 
     def load_many(self, verification_ids: list[str]) -> list[Verification | None]:
         """Verifications by id (None where unknown), in one round trip."""
@@ -108,12 +110,11 @@ class SendQueue:
         if entries:
             self.redis.zrem(keys.OUTBOX, *entries)
 
-    def reschedule(self, schedule: str, member: str, due: float | None) -> None:
-        """Set a claimed member's next due time (Redis time), or drop it (None)."""
-        if due is None:
-            self.redis.zrem(schedule, member)
-        else:
-            self.redis.zadd(schedule, {member: due}, xx=True)
+    def reschedule(self, schedule: str, member: str, held: float, due: float | None) -> bool:
+        """Set a claimed member's next due time (Redis time), or drop it (None), only while it still
+        holds the due time its claim gave it (`held`); whether it did (reschedule.lua)."""
+        args = [member, repr(held), "" if due is None else repr(due)]
+        return bool(self._scripts["reschedule"](keys=[schedule], args=self._context() + args))
 
     def backlog(self) -> int:
         """Outbox entries due by Redis's clock now (deliveries waiting for a sender)."""

@@ -131,7 +131,7 @@ class Store(SendQueue, UserStore, ConsoleStore):
         self._scripts = {
             name: connection.register_script(prelude + (_LUA / f"{name}.lua").read_text())
             for name in ("finish", "attempt_status", "advance", "set_code", "reply_index",
-                         "claim", "sent", "send_later")
+                         "claim", "reschedule", "sent", "send_later")
         }
         live_lib = (_LUA / "live_lib.lua").read_text()
         self._scripts["create"] = connection.register_script(prelude + live_lib + (_LUA / "create.lua").read_text())

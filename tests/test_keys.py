@@ -203,7 +203,9 @@ def flows(app) -> None:  # type: ignore[no-untyped-def]
     assert f"{other}:1" in svc.store.claim(keys.OUTBOX, 10, 30).members  # the senders' steps
     assert svc.store.send_later(other, 1, 0.5, (1,)).kind == "later"
     assert svc.store.sent(other, 1, AttemptStatus.SENT, ATTEMPT_RANK[AttemptStatus.SENT], "SM" + "1" * 32).kind == "changed"
-    svc.store.claim(keys.TIMERS, 10, 30)
+    svc.store.due_now(other)  # its timer: claimed, then rescheduled while the claim holds it
+    timers = svc.store.claim(keys.TIMERS, 10, 30)
+    assert svc.store.reschedule(keys.TIMERS, other, timers.held, timers.now + 60)
     verifications.record_status(svc, other, 1, AttemptStatus.SENT, sid="SM" + "1" * 32)
     verifications.record_status(svc, other, 1, AttemptStatus.UNDELIVERED, error_code=30003)  # falls back to a call
     called = verifications.get(svc, other)

@@ -1,0 +1,80 @@
+"""Verification timers (gw:timers) claimed with a lease: the claim's run writes the next due time only
+while the timer still holds the lease. Real Redis."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from gateway import create_app, keys, verifications
+from gateway.models import Channel
+from gateway.scheduler import TIMER_LEASE, run_due_timers
+from tests.conftest import API_KEY
+from tests.stack import poll
+
+MOBILE = "+48600100200"
+
+
+def start(app, channel: str = "sms") -> str:  # type: ignore[no-untyped-def]
+    http = app.test_client()
+    http.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}"
+    r = http.post("/v1/verifications", json={"to": MOBILE, "channel": channel})
+    assert r.status_code == 201, r.get_json()
+    return str(r.get_json()["id"])
+
+
+def test_a_claimed_timer_is_rescheduled_only_while_it_holds_the_lease(app, redis_db: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    store = app.extensions["gateway"].store
+    vid = start(app)
+    redis_db.zadd(keys.TIMERS, {vid: 0})
+    claim = store.claim(keys.TIMERS, 10, TIMER_LEASE)
+    assert claim.members == [vid] and redis_db.zscore(keys.TIMERS, vid) == claim.held
+    assert claim.held == pytest.approx(claim.now + TIMER_LEASE, abs=1e-3)
+
+    # Meanwhile a script set an earlier time (a new attempt's expiry, a delivery deadline).
+    redis_db.zadd(keys.TIMERS, {vid: claim.now + 5})
+    assert store.reschedule(keys.TIMERS, vid, claim.held, claim.now + 100) is False
+    assert store.reschedule(keys.TIMERS, vid, claim.held, None) is False  # nor dropped
+    assert redis_db.zscore(keys.TIMERS, vid) == claim.now + 5
+
+    redis_db.zadd(keys.TIMERS, {vid: 0})
+    claim = store.claim(keys.TIMERS, 10, TIMER_LEASE)
+    assert store.reschedule(keys.TIMERS, vid, claim.held, claim.now + 100) is True  # still held: written
+    assert redis_db.zscore(keys.TIMERS, vid) == claim.now + 100
+    redis_db.zadd(keys.TIMERS, {vid: 0})
+    claim = store.claim(keys.TIMERS, 10, TIMER_LEASE)
+    assert store.reschedule(keys.TIMERS, vid, claim.held, None) is True
+    assert redis_db.zscore(keys.TIMERS, vid) is None
+    assert store.reschedule(keys.TIMERS, vid, claim.held, claim.now + 100) is False  # never revived
+
+
+def _blocked_in_wait(r: redis.Redis) -> bool:
+    return any(c.get("cmd") == "wait" and "b" in c.get("flags", "") for c in r.client_list())
+
+
+def test_a_new_attempt_started_while_its_timer_runs_keeps_its_earlier_expiry(settings, redis_db: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    quick = settings.replace(sms_code_ttl=10, resend_interval=0)
+    app = create_app(quick)
+    # The leader's Redis calls WAIT for a replica that is not there: each run's script holds it a
+    # second, long enough for a resend to land between the run's read and its reschedule.
+    leader = create_app(quick.replace(redis_wait_replicas=1, redis_wait_ms=1000))
+    vid = start(app, channel="call")  # expires in CALL_TTL (300 s)
+    first_expiry = redis_db.zscore(keys.TIMERS, vid)
+    redis_db.zadd(keys.TIMERS, {vid: 0})  # its timer is due (say a reply timeout)
+
+    def lead() -> None:
+        with leader.app_context():
+            run_due_timers(leader, time.monotonic() + 5)
+
+    running = threading.Thread(target=lead)
+    running.start()
+    try:
+        poll(lambda: _blocked_in_wait(redis_db), 10, 0.01, what="the timer's run to wait for replicas")
+        v = verifications.resend(app.extensions["gateway"], vid, Channel.SMS)  # expires in 10 s
+        assert v.expires_at < first_expiry and redis_db.zscore(keys.TIMERS, vid) == v.expires_at
+    finally:
+        running.join(10)
+    assert not running.is_alive()
+    assert redis_db.zscore(keys.TIMERS, vid) == v.expires_at  # not the run's stale 300 s
