@@ -95,6 +95,10 @@ class Unavailable(GatewayError):
     code, http_status, retry_after = "unavailable", 503, 5
 
 
+class Unconfirmed(Unavailable):
+    """A change applied on the primary that fewer than REDIS_WAIT_REPLICAS replicas confirmed in time."""
+
+
 _HTTP_CODES = {
     400: "invalid_request",
     401: "unauthorized",

@@ -42,6 +42,7 @@ from rq.scripts import acquire_or_refresh_lock, release_lock
 from rq.timeouts import TimerDeathPenalty
 
 from gateway import keys
+from gateway.errors import Unconfirmed
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,10 @@ def run_due_timers(app: Flask, until: float) -> int:
                 due = verifications.run_timers(svc, verification_id)
                 # Only while the claim's lease still stands: a script may have set an earlier time meanwhile.
                 svc.store.reschedule(TIMERS, verification_id, claim.held, due)
+            except Unconfirmed:
+                # Only an end is confirmed, and the end took the timer with it: nothing to run again.
+                log.warning("timer of %s: its end is on the primary, not yet confirmed by REDIS_WAIT_REPLICAS "
+                            "replicas (they get it as they catch up)", verification_id)
             except redis.exceptions.RedisError:
                 raise
             except Exception:  # noqa: BLE001 - one bad record must not hold the others back

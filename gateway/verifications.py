@@ -11,7 +11,7 @@ from gateway import abuse, codes, fallback, keys, methods, metrics, phone
 from gateway.carrier import Action, classify
 from gateway.errors import (
     DestinationBlocked, IdempotencyConflict, NoRecoveryCodes, NotFound, NotPending, RateLimited, TotpNotEnrolled,
-    Unavailable,
+    Unconfirmed,
 )
 from gateway.models import (
     ATTEMPT_RANK, FAILED_ATTEMPT, AttemptStatus, Channel, CodeOptions, Reason, Status, Verification, iso,
@@ -65,8 +65,8 @@ CONFIRMED_ENDS = ENDING | {"finished", "noop"}
 def _confirmed(replicated: bool) -> None:
     """Refuse to acknowledge a change that too few replicas confirmed (the caller retries it safely)."""
     if not replicated:
-        log.warning("a change was not confirmed by REDIS_WAIT_REPLICAS replicas in time; answering 503")
-        raise Unavailable("The change was not yet confirmed by the storage's replicas; retry shortly.")
+        log.warning("a change was not confirmed by REDIS_WAIT_REPLICAS replicas in time")
+        raise Unconfirmed("The change was not yet confirmed by the storage's replicas; retry shortly.")
 
 
 def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tuple[Verification, bool]:

@@ -1,7 +1,9 @@
 """Verification timers (gw:timers) claimed with a lease: the claim's run writes the next due time only
-while the timer still holds the lease. Real Redis."""
+while the timer still holds the lease, and an end the replicas did not confirm is a warning.
+Real Redis; the replicas that do not answer are simply absent (REDIS_WAIT_REPLICAS=1, none there)."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -15,6 +17,12 @@ from tests.conftest import API_KEY
 from tests.stack import poll
 
 MOBILE = "+48600100200"
+
+
+def redis_now(r: redis.Redis) -> float:
+    """Redis's clock, the one the scripts decide by."""
+    seconds, micros = r.time()
+    return seconds + micros / 1e6
 
 
 def start(app, channel: str = "sms") -> str:  # type: ignore[no-untyped-def]
@@ -78,3 +86,26 @@ def test_a_new_attempt_started_while_its_timer_runs_keeps_its_earlier_expiry(set
         running.join(10)
     assert not running.is_alive()
     assert redis_db.zscore(keys.TIMERS, vid) == v.expires_at  # not the run's stale 300 s
+
+
+def test_an_end_the_replicas_did_not_confirm_is_a_warning_and_a_second_run_changes_nothing(
+        settings, redis_db: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings.replace(sms_code_ttl=1))
+    leader = create_app(settings.replace(sms_code_ttl=1, redis_wait_replicas=1, redis_wait_ms=20))
+    vid = start(app)
+    expires = float(redis_db.hget(keys.verification(vid), "expires") or 0)
+    poll(lambda: redis_now(redis_db) > expires, 5, what="the verification's expiry")
+    with leader.app_context(), caplog.at_level(logging.WARNING):
+        assert run_due_timers(leader, time.monotonic() + 5) == 1
+    assert redis_db.hget(keys.verification(vid), "status") == b"expired"  # on the primary
+    assert redis_db.zscore(keys.TIMERS, vid) is None  # the end took its timer: no lease to wait out
+    [record] = [r for r in caplog.records if r.name == "gateway.scheduler"]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "REDIS_WAIT_REPLICAS" in record.getMessage() and vid in record.getMessage()
+
+    # Run again (as after a failover that lost nothing): idempotent, one audit record.
+    redis_db.zadd(keys.TIMERS, {vid: 0})
+    with leader.app_context():
+        assert run_due_timers(leader, time.monotonic() + 5) == 1
+    assert redis_db.hget(keys.verification(vid), "status") == b"expired"
+    assert redis_db.zscore(keys.TIMERS, vid) is None and redis_db.xlen(keys.AUDIT) == 1
