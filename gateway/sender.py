@@ -107,15 +107,16 @@ class Throttle:
             self._changed.notify_all()
 
 
-def with_redis_retries(what: str, action: Callable[[], T], give_up_at: float) -> T | None:
-    """Run a Redis step again after connection trouble (a failover) until give_up_at (monotonic)."""
+def with_redis_retries(what: str, action: Callable[[], T], give_up_at: float, given_up: str) -> T | None:
+    """Run a Redis step again after connection trouble (a failover) until give_up_at (monotonic);
+    then log `given_up`: what becomes of the delivery without the step."""
     delay = 0.1
     while True:
         try:
             return action()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             if time.monotonic() + delay > give_up_at:
-                log.error("%s: Redis unavailable (%s); left to the next claim", what, exc)
+                log.error("%s: Redis unavailable (%s); %s", what, exc, given_up)
                 return None
             log.warning("%s: Redis unavailable (%s); again in %.1fs", what, exc, delay)
             time.sleep(delay)
@@ -254,12 +255,16 @@ class Sender:
                 sid = self.send_to[channel](svc, v, attempt, d.code)
             except CarrierError as exc:
                 throttled = exc.http_status == 429 or exc.code == 20429
-                with_redis_retries(f"delivery {d.entry}", partial(self._failed, svc, d, exc, throttled), give_up_at)
+                with_redis_retries(f"delivery {d.entry}", partial(self._failed, svc, d, exc, throttled), give_up_at,
+                                   "the failure is not recorded; the entry is tried again when its lease ends")
                 return
             # After the carrier took it, the record must not be lost to a Redis hiccup or failover
             # (nor, with REDIS_WAIT_REPLICAS, be missing on the replicas): an attempt that looks
             # unsent would be sent again when its lease ends.
-            with_redis_retries(f"delivery {d.entry}", partial(_recorded, svc, v.id, attempt, channel, sid), give_up_at)
+            took = f"the carrier took it ({sid})" if sid else "the attempt is ready"
+            with_redis_retries(f"delivery {d.entry}", partial(_recorded, svc, v.id, attempt, channel, sid), give_up_at,
+                               f"{took}, but its record is not confirmed: should it be lost, the entry comes back when "
+                               "its lease ends and the same code goes again, unless a status callback recorded the sid")
         except Exception:  # noqa: BLE001 - the entry comes back after its lease
             log.exception("delivery %s failed; it is tried again when its lease ends", d.entry)
         finally:

@@ -2,12 +2,15 @@
 it), and the in-flight limit halves on a carrier 429 and grows back. Real Redis, no carrier."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 import redis
 
 from gateway import create_app
 from gateway.sender import Sender, Throttle
 from tests.conftest import API_KEY, redis_dump
+from tests.stack import poll
 from tests.test_abuse import metric
 
 MOBILE = "+48600100200"
@@ -135,3 +138,25 @@ def test_an_ended_verification_leaves_neither_outbox_entry_nor_timer(app, client
     r = client.post(f"/v1/verifications/{vid}/check", json={"code": "246802"})
     assert r.get_json()["status"] == "approved"
     assert redis_db.zcard("gw:outbox") == 0 and redis_db.zcard("gw:timers") == 0
+
+
+def test_a_send_whose_record_is_never_confirmed_is_given_up_saying_what_becomes_of_it(
+        settings, client, redis_db, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_totp import enrol, start_totp
+
+    enrol(client, "u1")
+    vid = start_totp(client, "u1").get_json()["id"]  # ready as soon as its record is written: no carrier
+    waiting = create_app(settings.replace(redis_wait_replicas=1, redis_wait_ms=20))  # and no replica confirms it
+    sender = Sender(waiting)
+    sender.lease = 1  # the record is retried for a second
+    try:
+        with waiting.app_context(), caplog.at_level(logging.WARNING, logger="gateway.sender"):
+            sender.pass_once()
+            poll(lambda: sender.throttle.in_flight == 0, 10, what="the send to end")
+    finally:
+        sender.stop()
+    [given_up] = [r.getMessage() for r in caplog.records if r.name == "gateway.sender" and r.levelno == logging.ERROR]
+    # Not 'left to the next claim': the record is on the primary, and its outbox entry gone with it.
+    assert given_up.startswith(f"delivery {vid}:1: Redis unavailable")
+    assert "record is not confirmed" in given_up and "comes back when its lease ends" in given_up
+    assert redis_db.zscore("gw:outbox", f"{vid}:1") is None
