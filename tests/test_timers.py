@@ -58,16 +58,18 @@ def test_a_claimed_timer_is_rescheduled_only_while_it_holds_the_lease(app, redis
     assert store.reschedule(keys.TIMERS, vid, claim.held, claim.now + 100) is False  # never revived
 
 
-def _blocked_in_wait(r: redis.Redis) -> bool:
-    return any(c.get("cmd") == "wait" and "b" in c.get("flags", "") for c in r.client_list())
+def _waiting_for_replicas(r: redis.Redis) -> int | None:
+    """The id of the client blocked in WAIT, if one is."""
+    return next((int(c["id"]) for c in r.client_list() if c.get("cmd") == "wait" and "b" in c.get("flags", "")), None)
 
 
 def test_a_new_attempt_started_while_its_timer_runs_keeps_its_earlier_expiry(settings, redis_db: redis.Redis) -> None:  # type: ignore[no-untyped-def]
     quick = settings.replace(sms_code_ttl=10, resend_interval=0)
     app = create_app(quick)
-    # The leader's Redis calls WAIT for a replica that is not there: each run's script holds it a
-    # second, long enough for a resend to land between the run's read and its reschedule.
-    leader = create_app(quick.replace(redis_wait_replicas=1, redis_wait_ms=1000))
+    # The leader's Redis calls WAIT for a replica that is not there: its run's script is followed by a
+    # WAIT that holds the run between its read and its reschedule until the test lets it go (or 4 s
+    # pass, within the client's 5 s socket timeout).
+    leader = create_app(quick.replace(redis_wait_replicas=1, redis_wait_ms=4000))
     vid = start(app, channel="call")  # expires in CALL_TTL (300 s)
     first_expiry = redis_db.zscore(keys.TIMERS, vid)
     redis_db.zadd(keys.TIMERS, {vid: 0})  # its timer is due (say a reply timeout)
@@ -79,10 +81,12 @@ def test_a_new_attempt_started_while_its_timer_runs_keeps_its_earlier_expiry(set
     running = threading.Thread(target=lead)
     running.start()
     try:
-        poll(lambda: _blocked_in_wait(redis_db), 10, 0.01, what="the timer's run to wait for replicas")
+        waiting = poll(lambda: _waiting_for_replicas(redis_db), 10, 0.01, what="the timer's run to wait for replicas")
         v = verifications.resend(app.extensions["gateway"], vid, Channel.SMS)  # expires in 10 s
         assert v.expires_at < first_expiry and redis_db.zscore(keys.TIMERS, vid) == v.expires_at
+        assert _waiting_for_replicas(redis_db) == waiting  # the run is still between its read and its write
     finally:
+        redis_db.client_unblock(waiting)  # WAIT answers 0 replicas: the run goes on to reschedule
         running.join(10)
     assert not running.is_alive()
     assert redis_db.zscore(keys.TIMERS, vid) == v.expires_at  # not the run's stale 300 s
