@@ -82,6 +82,8 @@ def test_a_carrier_answering_after_the_timeout_gets_the_same_code_again(slow_car
     first, second = (code_of(m["body"]) for m in poll(retried, 30, what="the retried SMS")[:2])
     assert first == second  # one duplicate SMS, and it carries the same code
     assert stack.check(vid, first)["valid"] is True
+    # The simulator lists a message before it logs the request that made it (after answering).
+    poll(lambda: message_creates(stack) >= 2, 10, what="the retry's request logged")
     assert len(stack.sent_by_attempt()[(vid, 1)]) == 2 and message_creates(stack) == 2
 
 
