@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway import keys
-from gateway.models import AttemptStatus, Verification
+from gateway.models import AttemptStatus
 
 if TYPE_CHECKING:
     import redis
@@ -15,15 +15,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class CodeWrite:
-    """One delivery's candidate code for set_code.lua: digest, encrypted copy, and its lifetimes."""
+    """One delivery's candidate code for set_code.lua (digest and encrypted copy), and what the
+    script needs to decide the attempt's lifetimes from the record it reads."""
 
     verification_id: str
     attempt: int
     digest: str
     encrypted: str
-    ttl: int
-    deadline: int | None
-    latest: float | None
+    length: int | None  # the code was made without reading the record: its length (else None)
+    rules: str  # per channel: lifetime, own lifetime applies, deadline applies, nothing sent (JSON)
+    deadline: int  # the default delivery deadline (s)
+    kept: bool = False  # the verification's kept code: its digest is kept beside it
 
 
 @dataclass(frozen=True)
@@ -51,15 +53,18 @@ class SendQueue:
     def outcome(self, reply: list[object], replicated: bool = True) -> Outcome: ...
 
     def set_codes(self, writes: list[CodeWrite]) -> tuple[list[Outcome], bool]:
-        """Give each delivery its attempt's code (set_code.lua), in one round trip: kind 'ok' (this
-        one stored, valid ttl s from now), 'again' (a later try: the stored one), or
-        stale/ended/finished/not_found (send nothing; the outbox entry is dropped). With
-        REDIS_WAIT_REPLICAS, WAIT follows in the same pipeline: the second value says whether the
-        replicas hold the codes and everything before them (the claim)."""
+        """Give each delivery its attempt's code (set_code.lua), in one round trip, and answer its
+        record: kind 'ok' (this one stored, valid for its channel's lifetime; value 'kept': the
+        verification's kept code instead), 'again' (a later try: the stored one), 'nothing' (a
+        channel that sends nothing), 'kept' or 'length' (nothing written: the caller must choose
+        the code from the record and ask again), or stale/ended/finished/not_found/sent (send
+        nothing; the outbox entry is dropped). With REDIS_WAIT_REPLICAS, WAIT follows in the same
+        pipeline: the second value says whether the replicas hold the codes and everything before
+        them (the claim)."""
         calls = []
         for w in writes:
-            args = [w.attempt, w.digest, w.encrypted, w.ttl, "" if w.deadline is None else w.deadline,
-                    "" if w.latest is None else f"{w.latest:.6f}", f"{w.verification_id}:{w.attempt}"]
+            args = [w.attempt, w.digest, w.encrypted, "" if w.length is None else w.length, w.rules, w.deadline,
+                    f"{w.verification_id}:{w.attempt}", "1" if w.kept else ""]
             vf = keys.verification(w.verification_id)
             script_keys = self._declared("set_code", [vf, keys.AUDIT, keys.OUTBOX, keys.TIMERS])
             calls.append(("set_code", script_keys, self._context() + [str(a) for a in args]))
@@ -71,15 +76,6 @@ class SendQueue:
         reply = self._scripts["claim"](keys=[schedule], args=self._context() + [most, f"{lease:.3f}"])
         now, head, held, *members = (v.decode() for v in reply)
         return Claim(members, float(now), float(head) if head else None, float(held))
-
-    def load_many(self, verification_ids: list[str]) -> list[Verification | None]:
-        """Verifications by id (None where unknown), in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for verification_id in verification_ids:
-            pipe.hgetall(keys.verification(verification_id))
-        from gateway.store import _decode
-
-        return [_decode(raw, vid) if raw else None for vid, raw in zip(verification_ids, pipe.execute())]
 
     def sent(self, verification_id: str, attempt: int, status: AttemptStatus, rank: int, sid: str | None) -> Outcome:
         """Record a send the carrier took: sid and status, out of the outbox, next timer set."""
@@ -104,11 +100,6 @@ class SendQueue:
             self.redis.zadd(keys.TIMERS, {verification_id: 0})
         else:
             self.redis.zadd(keys.OUTBOX, {f"{verification_id}:{attempt}": 0})
-
-    def drop(self, entries: list[str]) -> None:
-        """Remove outbox entries that have nothing left to send (their verification ended or moved on)."""
-        if entries:
-            self.redis.zrem(keys.OUTBOX, *entries)
 
     def reschedule(self, schedule: str, member: str, held: float, due: float | None) -> bool:
         """Set a claimed member's next due time (Redis time), or drop it (None), only while it still

@@ -27,7 +27,6 @@ from flask import Flask
 
 from gateway import verifications
 from gateway.carrier import Action, CarrierError
-from gateway.fallback import NOTHING_SENT
 from gateway.models import Channel, Verification
 from gateway.services import Services
 from gateway.store import OUTBOX, OUTBOX_WAKE
@@ -61,7 +60,7 @@ def senders() -> dict[Channel, Send]:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One claimed attempt ready to go: its record as claimed, and the code it carries."""
+    """One claimed attempt ready to go: its record as set_code.lua answered it, and the code it carries."""
 
     verification: Verification
     attempt: int
@@ -188,9 +187,13 @@ class Sender:
     def pass_once(self) -> float:
         """Claim what is due (as much as the limit has room for) and start sending it; answer
         how long to wait before the next pass (0: again at once)."""
+        return self._pass()[1]
+
+    def _pass(self) -> tuple[int, float]:
+        """pass_once, and how many deliveries it claimed."""
         room = self.throttle.take(BATCH, IDLE_WAIT)
         if room == 0:
-            return 0
+            return 0, 0
         try:
             claim = self.svc.store.claim(OUTBOX, room, self.lease)
         except BaseException:
@@ -199,14 +202,17 @@ class Sender:
         self.throttle.give_back(room - len(claim.members))
         if claim.members:
             self._start(claim.members, claim.now)
-            return 0
+            if len(claim.members) == room:
+                return len(claim.members), 0  # a full batch: more may be due
+        # Fewer than asked: nothing else was due, so no claim again at once; a delivery made
+        # meanwhile left its wake-up token, which ends the wait at once.
         if claim.next_due is None:
-            return IDLE_WAIT
-        return min(max(claim.next_due - claim.now, 0.01), IDLE_WAIT)
+            return len(claim.members), IDLE_WAIT
+        return len(claim.members), min(max(claim.next_due - claim.now, 0.01), IDLE_WAIT)
 
     def _start(self, entries: list[str], now: float) -> None:
-        """Load the claimed attempts, take their codes, and hand each to a sending thread (each
-        entry holds one reserved send; those not handed over are given back)."""
+        """Take the claimed attempts' codes (and their records) and hand each to a sending thread
+        (each entry holds one reserved send; those not handed over are given back)."""
         submitted = 0
         try:
             submitted = self._hand_over(entries, now)
@@ -214,33 +220,23 @@ class Sender:
             self.throttle.give_back(len(entries) - submitted)
 
     def _hand_over(self, entries: list[str], now: float) -> int:
-        parsed = [(entry, *entry.rsplit(":", 1)) for entry in entries]
-        records = self.svc.store.load_many([vid for _, vid, _ in parsed])
-        ready: list[tuple[Verification, int]] = []
-        moot: list[str] = []
-        for (entry, _, number), v in zip(parsed, records):
-            attempt = int(number)
-            if v is None or not v.pending or v.attempt.number != attempt:
-                moot.append(entry)  # ended or moved on: set_code.lua would drop it too
-            else:
-                ready.append((v, attempt))
-        coded = [(v, a) for v, a in ready if v.attempts[a - 1].channel not in NOTHING_SENT]
-        requests = [verifications.code_request(self.svc, v, a) for v, a in coded]
-        found, confirmed = verifications.take_codes(self.svc, requests) if requests else ([], True)
+        # No read of the records first: set_code.lua answers each one with its code, and drops the
+        # entries that have nothing left to send (ended, moved on, sent).
+        requests = []
+        for entry in entries:
+            verification_id, attempt = entry.rsplit(":", 1)
+            requests.append(verifications.CodeRequest(verification_id, int(attempt)))
+        found, confirmed = verifications.take_codes(self.svc, requests)
         if not confirmed:
             # The replicas do not hold the claim and the code: a failover now could hand this
             # attempt to another sender with no trace of it, so nothing is sent until they do.
             log.warning("sender: claim not confirmed by REDIS_WAIT_REPLICAS replicas; released for later")
             self.svc.store.release(entries, now + RELEASE_DELAY)
             return 0
-        if moot:
-            self.svc.store.drop(moot)
-        codes = {(r.verification.id, r.attempt): code for r, code in zip(requests, found)}
         submitted = 0
-        for v, attempt in ready:
-            code = codes.get((v.id, attempt), "")
-            if code is not None:  # None: set_code.lua found it moot and dropped the entry
-                self._pool.submit(self._send, Delivery(v, attempt, code))
+        for r, coded in zip(requests, found):
+            if coded is not None:  # None: moot (its entry dropped) or its code unreadable
+                self._pool.submit(self._send, Delivery(coded.verification, r.attempt, coded.code))
                 submitted += 1
         return submitted
 
@@ -290,7 +286,8 @@ class Sender:
         with self.app.app_context():
             while time.monotonic() < deadline and idle_passes < 2:
                 # Two idle passes with nothing in flight: a send that just ended may have queued a fallback.
-                busy = self.pass_once() == 0 or self.throttle.in_flight > 0
+                claimed, wait = self._pass()
+                busy = claimed > 0 or wait == 0 or self.throttle.in_flight > 0
                 idle_passes = 0 if busy else idle_passes + 1
                 if self.throttle.in_flight:
                     time.sleep(0.01)

@@ -27,7 +27,7 @@ audit_log = logging.getLogger("gateway.audit")
 def ttl_for(svc: Services, channel: Channel, code_ttl: int | None = None) -> int:
     """How long a code (or a reply, or a call) stays valid on a channel; code_ttl overrides SMS and calls."""
     s = svc.settings
-    if code_ttl and channel in (Channel.SMS, Channel.CALL):
+    if code_ttl and channel in OWN_TTL_CHANNELS:
         return code_ttl
     return {
         Channel.SMS: s.sms_code_ttl,
@@ -263,50 +263,89 @@ def delivery_lease(svc: Services) -> int:
     return int(svc.settings.twilio_timeout) + 10
 
 
+# Channels whose code lifetime a verification's own (CodeOptions.ttl) replaces.
+OWN_TTL_CHANNELS = frozenset({Channel.SMS, Channel.CALL})
+
+
+def channel_rules(svc: Services) -> str:
+    """set_code.lua's rules per channel (JSON): code lifetime, whether a verification's own lifetime
+    replaces it, whether a delivery deadline applies, whether nothing is sent."""
+    return json.dumps({c.value: [ttl_for(svc, c), int(c in OWN_TTL_CHANNELS), int(c in fallback.SMS_CHANNELS),
+                                 int(c in fallback.NOTHING_SENT)] for c in Channel}, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class CodeRequest:
-    """What a delivery asks of set_code.lua for one attempt: the code it would send if none exists yet."""
+    """A delivery's ask of set_code.lua for one attempt, and the code to store if it has none yet
+    (None: a new one, unless the verification keeps its own)."""
+
+    verification_id: str
+    attempt: int
+    fresh: str | None = None
+
+
+@dataclass(frozen=True)
+class Coded:
+    """A delivery ready to go: the record as set_code.lua answered it, and the code it carries
+    ('' on a channel that sends nothing)."""
 
     verification: Verification
-    attempt: int
-    fresh: str
-
-
-def code_request(svc: Services, v: Verification, attempt: int) -> CodeRequest:
-    """A delivery's candidate code: the verification's kept code, else a new one from `secrets`."""
-    return CodeRequest(v, attempt, code_to_send(svc, v))
+    code: str
 
 
 def code_for(svc: Services, v: Verification, attempt: int, fresh: str) -> str | None:
     """The code one delivery sends: `fresh` on its first try, the stored one on every later try, or None."""
-    return take_codes(svc, [CodeRequest(v, attempt, fresh)])[0][0]
+    coded = take_codes(svc, [CodeRequest(v.id, attempt, fresh)])[0][0]
+    return coded.code if coded is not None else None
 
 
-def take_codes(svc: Services, requests: list[CodeRequest]) -> tuple[list[str | None], bool]:
-    """The code each delivery sends (its fresh one first, the stored one on a retry; None: send
-    nothing), in one round trip; and whether REDIS_WAIT_REPLICAS replicas hold them (and the claim)."""
-    writes = []
-    for r in requests:
-        v, channel = r.verification, r.verification.attempts[r.attempt - 1].channel
-        wait_for = v.delivery_deadline or svc.settings.delivery_deadline
-        # Kept encrypted for the attempt's life, so a retry can send the same code again and the
-        # IVR can read it out; finish() and the next attempt forget it.
-        writes.append(CodeWrite(
-            v.id, r.attempt, codes.code_digest(svc.key("code-hmac"), v.id, r.fresh),
-            codes.encrypt(svc.key("code-cipher"), r.fresh), ttl_for(svc, channel, v.code_ttl),
-            wait_for if channel in fallback.SMS_CHANNELS else None, _latest_expiry(svc, v, channel),
-        ))
-    outcomes, confirmed = svc.store.set_codes(writes)
-    found: list[str | None] = []
-    for r, outcome in zip(requests, outcomes):
+def _code_write(svc: Services, r: CodeRequest, code: str, rules: str, made_blind: bool, kept: bool = False) -> CodeWrite:
+    # Kept encrypted for the attempt's life, so a retry can send the same code again and the IVR
+    # can read it out; finish() and the next attempt forget it.
+    return CodeWrite(r.verification_id, r.attempt, codes.code_digest(svc.key("code-hmac"), r.verification_id, code),
+                     codes.encrypt(svc.key("code-cipher"), code), len(code) if made_blind else None, rules,
+                     svc.settings.delivery_deadline, kept)
+
+
+def take_codes(svc: Services, requests: list[CodeRequest]) -> tuple[list[Coded | None], bool]:
+    """Each delivery's record and the code it sends (its fresh one first, the stored one on a retry;
+    None: send nothing), in one round trip without reading the records first; and whether
+    REDIS_WAIT_REPLICAS replicas hold them (and the claim), or nothing goes to the carrier. A second
+    round trip only for a verification with its own code length, or one keeping a code stored
+    without its digest."""
+    rules = svc.settings.code_length, channel_rules(svc)
+    chosen = [r.fresh or codes.generate(rules[0]) for r in requests]
+    outcomes, confirmed = svc.store.set_codes(
+        [_code_write(svc, r, code, rules[1], r.fresh is None) for r, code in zip(requests, chosen)])
+    # Only what goes to the carrier waits for the replicas: a batch of channels that send nothing
+    # (and moot entries) goes on, as before these went through set_code.lua (their record's own WAIT
+    # still guards them).
+    confirmed = confirmed or not any(o.kind in ("ok", "again", "kept", "length") for o in outcomes)
+    asked = [i for i, o in enumerate(outcomes) if o.kind in ("kept", "length") and o.verification is not None]
+    if asked and confirmed:
+        writes = []
+        for i in asked:
+            v = outcomes[i].verification
+            assert v is not None
+            kept = codes.decrypt(svc.keys("code-cipher"), v.code_kept) if outcomes[i].kind == "kept" else None
+            chosen[i] = kept or codes.generate(v.code_length or rules[0])
+            writes.append(_code_write(svc, requests[i], chosen[i], rules[1], False, kept is not None))
+        again, confirmed = svc.store.set_codes(writes)
+        for i, outcome in zip(asked, again):
+            outcomes[i] = outcome
+    found: list[Coded | None] = []
+    for r, fresh, outcome in zip(requests, chosen, outcomes):
         _ended(outcome)
-        if outcome.kind == "ok":
-            found.append(r.fresh)
-        elif outcome.kind == "again" and outcome.verification is not None:
-            found.append(codes.decrypt(svc.keys("code-cipher"), outcome.verification.code_encrypted))
-        else:
-            log.info("delivery of %s/%s sends nothing: %s", r.verification.id, r.attempt, outcome.kind)
-            found.append(None)
+        v, code = outcome.verification, None
+        if v is not None and outcome.kind == "nothing":
+            code = ""
+        elif v is not None and (outcome.kind == "again" or (outcome.kind == "ok" and outcome.value == "kept")):
+            code = codes.decrypt(svc.keys("code-cipher"), v.code_encrypted)  # the code stored for the attempt
+        elif outcome.kind == "ok":
+            code = fresh
+        if v is None or code is None:
+            log.info("delivery of %s/%s sends nothing: %s", r.verification_id, r.attempt, outcome.kind)
+        found.append(Coded(v, code) if v is not None and code is not None else None)
     return found, confirmed
 
 

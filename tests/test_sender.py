@@ -160,3 +160,76 @@ def test_a_send_whose_record_is_never_confirmed_is_given_up_saying_what_becomes_
     assert given_up.startswith(f"delivery {vid}:1: Redis unavailable")
     assert "record is not confirmed" in given_up and "comes back when its lease ends" in given_up
     assert redis_db.zscore("gw:outbox", f"{vid}:1") is None
+
+
+def test_a_pass_takes_a_delivery_in_two_round_trips_without_reading_its_record(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    # What goes over the wire, not a timing (bench/ measures speed): claim.lua, then set_code.lua,
+    # which answers the record; the send itself runs on a sending thread (the carrier refuses here).
+    from bench.probes import count_round_trips
+    from gateway import verifications
+
+    svc = app.extensions["gateway"]
+    warm = start(client, "+48600100201").get_json()["id"]
+    assert verifications.code_for(svc, svc.store.load(warm), 1, "111111") == "111111"  # set_code.lua loaded
+    redis_db.zrem("gw:outbox", f"{warm}:1")
+    vid = start(client, MOBILE).get_json()["id"]
+    sender = Sender(app)
+    try:
+        with app.app_context():
+            assert sender.pass_once() > 0  # claim.lua loaded; nothing due
+            redis_db.zadd("gw:outbox", {f"{vid}:1": 0})
+            with count_round_trips() as trips:
+                wait = sender.pass_once()
+    finally:
+        sender.stop()
+    assert trips.trips == [["EVALSHA"], ["EVALSHA"]], trips.describe()
+    assert wait > 0  # fewer due than it had room for: it waits for a wake-up instead of claiming again at once
+    assert redis_db.hget(f"gw:vf:{vid}", "enc")  # the code was taken
+
+
+def _started(app, options):  # type: ignore[no-untyped-def]
+    from gateway import verifications
+    from gateway.schemas import StartRequest
+
+    svc = app.extensions["gateway"]
+    with app.app_context():
+        warm, _ = verifications.start(svc, StartRequest(to="+48600100201", channel="sms"), None)
+        verifications.code_for(svc, warm, 1, "111111")  # set_code.lua loaded: round trips counted below are its own
+        v, _ = verifications.start(svc, StartRequest(to=MOBILE, channel="sms", options=options), None)
+    return svc, v.id
+
+
+def test_a_verification_with_its_own_code_length_gets_it_after_one_more_round_trip(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    from bench.probes import count_round_trips
+    from gateway import verifications
+    from gateway.models import CodeOptions
+
+    svc, vid = _started(app, CodeOptions(length=8))
+    with count_round_trips() as trips:
+        (coded,), confirmed = verifications.take_codes(svc, [verifications.CodeRequest(vid, 1)])
+    assert confirmed and coded is not None and len(coded.code) == 8 and coded.verification.id == vid
+    assert trips.trips == [["EVALSHA"], ["EVALSHA"]]  # 'length' (nothing written), then its own length
+    assert verifications.take_codes(svc, [verifications.CodeRequest(vid, 1)])[0][0].code == coded.code  # again
+    r = client.post(f"/v1/verifications/{vid}/check", json={"code": coded.code})
+    assert r.get_json()["status"] == "approved"
+
+
+def test_a_kept_code_is_sent_on_every_attempt_and_its_digest_kept_after_the_first(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    from bench.probes import count_round_trips
+    from gateway import verifications
+    from gateway.models import Channel, CodeOptions
+
+    svc, vid = _started(app, CodeOptions(same_code=True))
+    assert redis_db.hget(f"gw:vf:{vid}", "keep") and not redis_db.hget(f"gw:vf:{vid}", "keepd")
+    with count_round_trips() as first:  # kept without its digest (as an older start left it): asked again
+        (coded,), _ = verifications.take_codes(svc, [verifications.CodeRequest(vid, 1)])
+    assert coded is not None and len(first.trips) == 2
+    assert redis_db.hget(f"gw:vf:{vid}", "keepd") == redis_db.hget(f"gw:vf:{vid}", "code")
+    verifications.record_sent(svc, vid, 1, Channel.SMS, "SM" + "2" * 32)
+    verifications.resend(svc, vid, Channel.SMS, interval=0)
+    with count_round_trips() as second:  # the digest kept beside it: set_code.lua uses it in one call
+        (again,), _ = verifications.take_codes(svc, [verifications.CodeRequest(vid, 2)])
+    assert again is not None and again.code == coded.code and len(second.trips) == 1
+    r = client.post(f"/v1/verifications/{vid}/check", json={"code": coded.code})
+    assert r.get_json()["status"] == "approved"
+    assert redis_db.hget(f"gw:vf:{vid}", "keepd") is None  # forgotten with the code when it ended

@@ -123,7 +123,7 @@ end
 -- Only in scripts given the ending keys (count_usage).
 local function finish(key, stream, status, reason)
   redis.call('HSET', key, 'status', status, 'reason', reason, 'ended', NOW_S)
-  redis.call('HDEL', key, 'code', 'enc', 'keep', 'deadline')
+  redis.call('HDEL', key, 'code', 'enc', 'keep', 'keepd', 'deadline')
   local f = redis.call('HMGET', key, 'id', 'user_id', 'first_name', 'last_name', 'email', 'to',
                        'channel', 'client_ip', 'created', 'n', 'chain', 'country')
   f[1] = id_of(key)
