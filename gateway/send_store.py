@@ -78,7 +78,8 @@ class SendQueue:
         return Claim(members, float(now), float(head) if head else None, float(held))
 
     def sent(self, verification_id: str, attempt: int, status: AttemptStatus, rank: int, sid: str | None) -> Outcome:
-        """Record a send the carrier took: sid and status, out of the outbox, next timer set."""
+        """Record a send the carrier took: sid and status, out of the outbox, next timer set (the
+        outcome carries no record: the sender needs none)."""
         return self._run("sent", [keys.verification(verification_id), keys.OUTBOX, keys.TIMERS],
                          verification_id, attempt, status.value, rank, sid or "")
 

@@ -8,4 +8,6 @@ local id, attempt = ARGV[5], ARGV[6]
 local kind, status = move_status(vf, attempt, ARGV[7], tonumber(ARGV[8]), '', ARGV[9])
 redis.call('ZREM', outbox, id .. ':' .. attempt)
 if kind ~= 'not_found' and is_pending(vf) then set_next_timer(vf) end
-return reply(vf, kind, status)
+-- Kind and status only, not the record (prelude reply()): the sender, its only caller, needs none,
+-- and the record answered and decoded on every send cost it 0.03-0.1 ms of CPU per send in-process.
+return {kind, status or '', '_now', NOW_S}
