@@ -4,12 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from gateway import keys
 from gateway.models import AttemptStatus
 
 if TYPE_CHECKING:
-    import redis
-
     from gateway.store import Outcome
 
 
@@ -71,9 +71,22 @@ class SendQueue:
         replies, confirmed = self._pipelined(calls)
         return [self.outcome(r) for r in replies], confirmed  # type: ignore[arg-type]
 
-    def claim(self, schedule: str, most: int, lease: float) -> Claim:
-        """Lease up to `most` due members of a schedule (the outbox or the timers) for `lease` seconds."""
-        reply = self._scripts["claim"](keys=[schedule], args=self._context() + [most, f"{lease:.3f}"])
+    def claim(self, schedule: str, most: int, lease: float, wake: tuple[str, float] | None = None) -> Claim:
+        """Lease up to `most` due members of a schedule (the outbox or the timers) for `lease` seconds.
+        wake: (a wake-up list, seconds): first wait up to that long for a token on the list (BLPOP),
+        in the same round trip (a pipeline: Redis runs the claim once the wait ends)."""
+        args = self._context() + [most, f"{lease:.3f}"]
+        reply = None
+        if wake is not None:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.blpop([wake[0]], timeout=wake[1])
+            pipe.evalsha(self._scripts["claim"].sha, 1, schedule, *args)
+            try:
+                reply = pipe.execute()[1]
+            except redis.exceptions.NoScriptError:
+                pass  # a restarted or promoted Redis: the claim alone below loads it (no second wait)
+        if reply is None:
+            reply = self._scripts["claim"](keys=[schedule], args=args)
         now, head, held, *members = (v.decode() for v in reply)
         return Claim(members, float(now), float(head) if head else None, float(held))
 

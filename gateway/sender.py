@@ -163,39 +163,37 @@ class Sender:
     def _loop(self) -> None:
         with self.app.app_context():
             failing = False
+            wait = 0.0
             while not self._stopping.is_set():
                 try:
-                    wait = self.pass_once()
+                    wait = self._pass(wait)[1]
                     if failing:
                         log.warning("sender: Redis back")
                         failing = False
-                    if wait > 0:
-                        self._wait_for_work(wait)
                 except redis.exceptions.RedisError as exc:
                     if not failing:
                         log.warning("sender: Redis unavailable (%s); trying again", exc)
                         failing = True
+                    wait = 0.0
                     self._stopping.wait(0.5)
                 except Exception:  # noqa: BLE001 - one bad record must not stop every delivery
                     log.exception("sender pass failed")
+                    wait = 0.0
                     self._stopping.wait(0.5)
-
-    def _wait_for_work(self, seconds: float) -> None:
-        """Sleep until a script announces a new delivery (its token wakes one sender), or `seconds` at most."""
-        self.svc.redis.blpop([OUTBOX_WAKE], timeout=seconds)
 
     def pass_once(self) -> float:
         """Claim what is due (as much as the limit has room for) and start sending it; answer
         how long to wait before the next pass (0: again at once)."""
         return self._pass()[1]
 
-    def _pass(self) -> tuple[int, float]:
-        """pass_once, and how many deliveries it claimed."""
+    def _pass(self, wait: float = 0.0) -> tuple[int, float]:
+        """pass_once, first waiting up to `wait` s for a script to announce a new delivery (its
+        wake-up token wakes one sender) in the claim's round trip; and how many it claimed."""
         room = self.throttle.take(BATCH, IDLE_WAIT)
         if room == 0:
             return 0, 0
         try:
-            claim = self.svc.store.claim(OUTBOX, room, self.lease)
+            claim = self.svc.store.claim(OUTBOX, room, self.lease, wake=(OUTBOX_WAKE, wait) if wait > 0 else None)
         except BaseException:
             self.throttle.give_back(room)
             raise
@@ -205,7 +203,7 @@ class Sender:
             if len(claim.members) == room:
                 return len(claim.members), 0  # a full batch: more may be due
         # Fewer than asked: nothing else was due, so no claim again at once; a delivery made
-        # meanwhile left its wake-up token, which ends the wait at once.
+        # meanwhile left its wake-up token, which ends the next wait at once.
         if claim.next_due is None:
             return len(claim.members), IDLE_WAIT
         return len(claim.members), min(max(claim.next_due - claim.now, 0.01), IDLE_WAIT)

@@ -172,12 +172,11 @@ def test_a_pass_takes_a_delivery_in_two_round_trips_without_reading_its_record(a
     warm = start(client, "+48600100201").get_json()["id"]
     assert verifications.code_for(svc, svc.store.load(warm), 1, "111111") == "111111"  # set_code.lua loaded
     redis_db.zrem("gw:outbox", f"{warm}:1")
-    vid = start(client, MOBILE).get_json()["id"]
     sender = Sender(app)
     try:
         with app.app_context():
             assert sender.pass_once() > 0  # claim.lua loaded; nothing due
-            redis_db.zadd("gw:outbox", {f"{vid}:1": 0})
+            vid = start(client, MOBILE).get_json()["id"]
             with count_round_trips() as trips:
                 wait = sender.pass_once()
     finally:
@@ -233,3 +232,27 @@ def test_a_kept_code_is_sent_on_every_attempt_and_its_digest_kept_after_the_firs
     r = client.post(f"/v1/verifications/{vid}/check", json={"code": coded.code})
     assert r.get_json()["status"] == "approved"
     assert redis_db.hget(f"gw:vf:{vid}", "keepd") is None  # forgotten with the code when it ended
+
+
+def test_an_idle_sender_waits_for_a_wake_up_and_claims_in_the_same_round_trip(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    from bench.probes import count_round_trips
+
+    sender = Sender(app)
+    try:
+        with app.app_context():
+            assert sender.pass_once() > 0  # claim.lua loaded; nothing due
+            vid = start(client, MOBILE).get_json()["id"]  # its script leaves the wake-up token
+            with count_round_trips() as trips:
+                claimed, _ = sender._pass(wait=5.0)
+    finally:
+        sender.stop()
+    assert trips.trips[0] == ["BLPOP", "EVALSHA"], trips.describe()  # the wait ended by the token, then the claim
+    assert claimed == 1 and redis_db.llen("gw:outbox:wake") == 0
+    assert redis_db.hget(f"gw:vf:{vid}", "enc")
+
+
+def test_a_waited_claim_still_claims_after_redis_forgot_its_scripts(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    vid = start(client, MOBILE).get_json()["id"]
+    redis_db.script_flush()  # as after a restart or a failover to a replica that never ran them
+    claim = app.extensions["gateway"].store.claim("gw:outbox", 8, 30, wake=("gw:outbox:wake", 0.5))
+    assert claim.members == [f"{vid}:1"] and redis_db.llen("gw:outbox:wake") == 0  # the token taken by the wait
