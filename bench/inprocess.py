@@ -45,12 +45,12 @@ def start(http: FlaskClient, headers: dict[str, str], number: str) -> str:
 
 def give_code(app: Flask, verification_id: str, code: str) -> None:
     """Store a known code for the verification's attempt, as its delivery does."""
-    from gateway import verifications
+    from gateway import deliveries
 
     svc = app.extensions["gateway"]
     with app.app_context():
         v = svc.store.load(verification_id)
-        assert verifications.code_for(svc, v, v.attempt.number, code) == code
+        assert deliveries.code_for(svc, v, v.attempt.number, code) == code
 
 
 def check(http: FlaskClient, headers: dict[str, str], verification_id: str, code: str) -> None:

@@ -17,7 +17,7 @@ import phonenumbers
 import redis
 
 from config import load_settings
-from gateway import create_app, reports, verifications
+from gateway import create_app, deliveries, reports, verifications
 from gateway.models import AttemptStatus, Status
 
 DB = 12
@@ -45,7 +45,7 @@ def _template_day(app, r: redis.Redis) -> dict[str, dict[bytes, bytes]]:  # type
         for i in range(8):
             v = client.post("/v1/verifications", json={"to": number, "fallback": ["call"]}).get_json()
             if i % 4 == 0:
-                verifications.record_status(svc, v["id"], 1, AttemptStatus.UNDELIVERED, error_code=30003 + i % 3)
+                deliveries.record_status(svc, v["id"], 1, AttemptStatus.UNDELIVERED, error_code=30003 + i % 3)
                 verifications.end(svc, v["id"], 2, Status.APPROVED, None)
             elif i % 4 == 1:
                 verifications.end(svc, v["id"], 1, Status.DENIED, None)

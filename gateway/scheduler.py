@@ -78,7 +78,7 @@ def recover_abandoned(queue: Queue) -> list[str]:
 
 def run_due_timers(app: Flask, until: float) -> int:
     """Run the verification timers that are due (until the monotonic time `until`); answer how many."""
-    from gateway import verifications
+    from gateway import deliveries
     from gateway.store import TIMERS
 
     svc = app.extensions["gateway"]
@@ -87,7 +87,7 @@ def run_due_timers(app: Flask, until: float) -> int:
         claim = svc.store.claim(TIMERS, TIMER_BATCH, TIMER_LEASE)
         for verification_id in claim.members:
             try:
-                due = verifications.run_timers(svc, verification_id)
+                due = deliveries.run_timers(svc, verification_id)
                 # Only while the claim's lease still stands: a script may have set an earlier time meanwhile.
                 svc.store.reschedule(TIMERS, verification_id, claim.held, due)
             except Unconfirmed:

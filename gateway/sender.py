@@ -25,7 +25,7 @@ from typing import TypeVar
 import redis
 from flask import Flask
 
-from gateway import verifications
+from gateway import deliveries
 from gateway.carrier import Action, CarrierError
 from gateway.models import Channel, Verification
 from gateway.services import Services
@@ -124,7 +124,7 @@ def with_redis_retries(what: str, action: Callable[[], T], give_up_at: float, gi
 
 def _recorded(svc: Services, verification_id: str, attempt: int, channel: Channel, sid: str | None) -> None:
     """Record an accepted send; replicas that do not confirm it count as a connection failure (retried)."""
-    if not verifications.record_sent(svc, verification_id, attempt, channel, sid).replicated:
+    if not deliveries.record_sent(svc, verification_id, attempt, channel, sid).replicated:
         raise redis.exceptions.ConnectionError("the record of the send is not yet on REDIS_WAIT_REPLICAS replicas")
 
 
@@ -135,7 +135,7 @@ class Sender:
         self.app = app
         self.svc: Services = app.extensions["gateway"]
         self.throttle = Throttle(self.svc.settings.send_concurrency)
-        self.lease = verifications.delivery_lease(self.svc)
+        self.lease = deliveries.delivery_lease(self.svc)
         self.send_to = senders()
         self._local = threading.local()
         self._stopping = threading.Event()
@@ -223,8 +223,8 @@ class Sender:
         requests = []
         for entry in entries:
             verification_id, attempt = entry.rsplit(":", 1)
-            requests.append(verifications.CodeRequest(verification_id, int(attempt)))
-        found, confirmed = verifications.take_codes(self.svc, requests)
+            requests.append(deliveries.CodeRequest(verification_id, int(attempt)))
+        found, confirmed = deliveries.take_codes(self.svc, requests)
         if not confirmed:
             # The replicas do not hold the claim and the code: a failover now could hand this
             # attempt to another sender with no trace of it, so nothing is sent until they do.
@@ -271,11 +271,11 @@ class Sender:
         if exc.code is not None:
             metrics.carrier_error(svc, exc.code)
         if throttled:
-            verifications.send_later(svc, d.verification.id, d.attempt, exc.code, THROTTLED_BACKOFF)
+            deliveries.send_later(svc, d.verification.id, d.attempt, exc.code, THROTTLED_BACKOFF)
         elif exc.action is Action.RETRY:
-            verifications.send_later(svc, d.verification.id, d.attempt, exc.code)
+            deliveries.send_later(svc, d.verification.id, d.attempt, exc.code)
         else:
-            verifications.record_failure(svc, d.verification.id, d.attempt, exc.code, exc.action)
+            deliveries.record_failure(svc, d.verification.id, d.attempt, exc.code, exc.action)
 
     def drain(self, timeout: float = 30.0) -> None:
         """Send everything due now and wait for it (tests, and `run(burst=True)`)."""

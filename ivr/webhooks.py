@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 from twilio.twiml.voice_response import VoiceResponse
 
-from gateway import jobs, verifications
+from gateway import deliveries, jobs, verifications
 from gateway.errors import NotFound
 from gateway.models import AttemptStatus, Channel, Reason, Status, Verification
 from gateway.services import Services, services
@@ -90,15 +90,15 @@ def answer(verification_id: str, attempt: int) -> Response:
     if v is None or not v.pending or not sid or not _is_current_call(v, attempt):
         return twiml(flows.farewell(v.locale if v else "en", "ended"))
     # Binds the attempt to this CallSid when the job or a status callback has not yet.
-    outcome = verifications.record_status(svc, verification_id, attempt, AttemptStatus.ANSWERED, None, sid)
+    outcome = deliveries.record_status(svc, verification_id, attempt, AttemptStatus.ANSWERED, None, sid)
     if outcome.kind not in BOUND:
         return twiml(flows.farewell(v.locale, "ended"))
     if is_machine(request.form.get("AnsweredBy", "")):
-        verifications.machine_answered(svc, verification_id, attempt, sid)
+        deliveries.machine_answered(svc, verification_id, attempt, sid)
         return twiml(flows.hang_up())
     org = v.org_name or svc.settings.organization_name
     if v.ivr_mode == "code":
-        code = verifications.spoken_code(svc, outcome.verification or v)
+        code = deliveries.spoken_code(svc, outcome.verification or v)
         if code is None:
             return twiml(flows.farewell(v.locale, "ended"))
         offer = svc.settings.call_menu_tries > 1
@@ -130,7 +130,7 @@ def gather(verification_id: str, attempt: int) -> Response:
 def _code_keys(svc: Services, v: Verification, attempt: int, turn: int, digits: str) -> VoiceResponse:
     """Code mode: 1 reads the code again while readings are left; anything else says goodbye."""
     tries = svc.settings.call_menu_tries
-    code = verifications.spoken_code(svc, v) if v.pending else None
+    code = deliveries.spoken_code(svc, v) if v.pending else None
     if code is None:
         return flows.farewell(v.locale, "ended")
     if digits != flows.REPEAT_CODE or turn >= tries:
@@ -171,7 +171,7 @@ def status(verification_id: str, attempt: int) -> tuple[str, int]:
     v = _load(svc, verification_id) if mapped is not None and sid else None
     if v is None or mapped is None or not _is_call_attempt(v, attempt):
         return "", 204
-    outcome = verifications.record_status(
+    outcome = deliveries.record_status(
         svc, verification_id, attempt, mapped, _error_code(request.form.get("ErrorCode")), sid
     )
     if mapped is AttemptStatus.COMPLETED and outcome.kind in BOUND and v.ivr_mode == "confirm":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway import i18n, verifications
+from gateway import deliveries, i18n, verifications
 from gateway.carrier import Action, CarrierError
 from gateway.models import Channel, Verification
 from gateway.phone import mask
@@ -54,7 +54,7 @@ def send_reply_prompt(svc: Services, v: Verification, attempt: int, code: str) -
                      wait=reply_window(timeout))
     sender = svc.settings.sms_from
     # Indexed before sending: a quick reply can reach the inbound webhook before Twilio answers us.
-    if sender and not verifications.await_reply(svc, v, attempt, sender):
+    if sender and not deliveries.await_reply(svc, v, attempt, sender):
         log.info("two-way prompt of %s/%s skipped: no longer current", v.id, attempt)
         return None
     return _send(svc, v, attempt, body, min(max(timeout, 1), 36000))

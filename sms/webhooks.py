@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from gateway import verifications
+from gateway import deliveries
 from gateway.models import AttemptStatus
 from gateway.services import services
 from gateway.webhooks import twiml, twilio_signed
@@ -37,7 +37,7 @@ def status(verification_id: str, attempt: int) -> tuple[str, int]:
     """A message status callback for one attempt; repeats and reordering are harmless."""
     mapped = MESSAGE_STATUS.get(request.form.get("MessageStatus", ""))
     if mapped is not None:
-        verifications.record_status(
+        deliveries.record_status(
             services(), verification_id, attempt, mapped,
             error_code(request.form.get("ErrorCode")), request.form.get("MessageSid"),
         )

@@ -8,7 +8,7 @@ import phonenumbers
 import pytest
 
 from config.prices import Price, PriceList
-from gateway import abuse, create_app, verifications
+from gateway import abuse, create_app, deliveries
 from gateway.models import AttemptStatus
 from gateway.services import Services
 from tests.conftest import ADMIN_KEY, API_KEY
@@ -86,7 +86,7 @@ def test_fallbacks_count_toward_the_send_cap(make, redis_db) -> None:
     app, client = make({"fallback_channels": ("call",)}, max_sends_per_verification=1)
     svc: Services = app.extensions["gateway"]
     vid = start(client).get_json()["id"]
-    verifications.record_status(svc, vid, 1, AttemptStatus.UNDELIVERED, 30003)
+    deliveries.record_status(svc, vid, 1, AttemptStatus.UNDELIVERED, 30003)
     body = client.get(f"/v1/verifications/{vid}").get_json()
     assert body["status"] == "failed" and [a["channel"] for a in body["attempts"]] == ["sms"]
     assert audit(redis_db, "refused")[0]["reason"] == "max_sends"
@@ -237,7 +237,7 @@ def test_no_fallback_call_after_an_sms_to_a_tripped_prefix(make, redis_db) -> No
     for to in others[:2]:
         start(client, to)
     assert refused(start(client, others[2]), "fraud_suspected")
-    verifications.record_status(svc, vid, 1, AttemptStatus.UNDELIVERED, 30003)
+    deliveries.record_status(svc, vid, 1, AttemptStatus.UNDELIVERED, 30003)
     body = client.get(f"/v1/verifications/{vid}").get_json()
     assert body["status"] == "failed" and [a["channel"] for a in body["attempts"]] == ["sms"]
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from gateway import verifications
+from gateway import deliveries
 from gateway.services import Services
 
 MOBILE = "+48600100200"
@@ -22,7 +22,7 @@ def give_code(app, verification_id: str, code: str = "123456") -> None:  # type:
     """Store a known code the way the sender does (no carrier involved)."""
     svc: Services = app.extensions["gateway"]
     v = svc.store.load(verification_id)
-    assert verifications.code_for(svc, v, v.attempt.number, code) == code
+    assert deliveries.code_for(svc, v, v.attempt.number, code) == code
 
 
 def test_start_returns_pending_verification_with_location(client, redis_db) -> None:

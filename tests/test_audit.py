@@ -12,7 +12,7 @@ import time
 import pyotp
 import pytest
 
-from gateway import audit, verifications
+from gateway import audit, deliveries, verifications
 from tests.conftest import TEST_DB, gateway_env
 from tests.stack import ROOT
 
@@ -24,7 +24,7 @@ def ended(app, client, to: str, how: str, **body) -> str:  # type: ignore[no-unt
     """Start an SMS verification and end it: approved, denied (max attempts) or canceled."""
     v = client.post("/v1/verifications", json={"to": to, "channel": "sms", **body}).get_json()
     svc = app.extensions["gateway"]
-    assert verifications.code_for(svc, verifications.get(svc, v["id"]), 1, CODE) == CODE
+    assert deliveries.code_for(svc, verifications.get(svc, v["id"]), 1, CODE) == CODE
     if how == "approved":
         assert client.post(f"/v1/verifications/{v['id']}/check", json={"code": CODE}).get_json()["valid"]
     elif how == "denied":

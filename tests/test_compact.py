@@ -9,7 +9,7 @@ import json
 import redis
 from cryptography.fernet import Fernet
 
-from gateway import codes, create_app, verifications
+from gateway import codes, create_app, deliveries
 from gateway.models import AttemptStatus
 from gateway.services import Services
 from tests.conftest import API_KEY
@@ -25,7 +25,7 @@ def test_a_pending_sms_verification_keeps_the_compact_hash_encoding(app, client,
     give_code(app, vid, "482913")  # as its delivery stores it
     sid = "SM" + "0123456789abcdef" * 2
     for status in (AttemptStatus.QUEUED, AttemptStatus.SENT, AttemptStatus.DELIVERED):  # Twilio's answer, callbacks
-        verifications.record_status(svc, vid, 1, status, None, sid)
+        deliveries.record_status(svc, vid, 1, status, None, sid)
     stored = redis_db.hgetall(f"gw:vf:{vid}")
     assert stored[b"enc"] and stored[b"a1:st"] == b"delivered" and stored[b"a1:sid"] == sid.encode()
     assert max(len(value) for value in stored.values()) <= limit, {k: len(x) for k, x in stored.items()}
@@ -39,7 +39,7 @@ def test_a_code_stored_before_the_compact_format_is_still_read_out(app, client, 
     # As the previous version stored it: a Fernet token under the same key.
     old = Fernet(base64.urlsafe_b64encode(svc.key("code-cipher"))).encrypt(b"482913").decode()
     redis_db.hset(f"gw:vf:{vid}", "enc", old)
-    assert verifications.spoken_code(svc, svc.store.load(vid)) == "482913"
+    assert deliveries.spoken_code(svc, svc.store.load(vid)) == "482913"
 
 
 def test_a_code_digested_in_the_former_hex_form_still_checks(app, client, redis_db) -> None:
@@ -59,7 +59,7 @@ def _delivered(app, client, **body: str) -> str:  # type: ignore[no-untyped-def]
     give_code(app, vid, "482913")
     sid = "SM" + "0123456789abcdef" * 2
     for status in (AttemptStatus.QUEUED, AttemptStatus.SENT, AttemptStatus.DELIVERED):
-        verifications.record_status(svc, vid, 1, status, None, sid)
+        deliveries.record_status(svc, vid, 1, status, None, sid)
     return vid
 
 

@@ -16,7 +16,7 @@ from twilio.request_validator import RequestValidator
 from werkzeug.test import TestResponse
 
 from config import Settings
-from gateway import i18n, verifications
+from gateway import deliveries, i18n, verifications
 from gateway.carrier import Action, CarrierError
 from gateway.models import Channel
 from gateway.services import Services
@@ -56,8 +56,8 @@ class Voice:
     def deliver(self, vid: str, sid: str | None = CALL_SID) -> None:
         """What the sender does for a call: keep the code, record the carrier's SID."""
         v = self.svc.store.load(vid)
-        assert v is not None and verifications.code_for(self.svc, v, v.attempt.number, CODE) == CODE
-        verifications.record_sent(self.svc, vid, v.attempt.number, Channel.CALL, sid)
+        assert v is not None and deliveries.code_for(self.svc, v, v.attempt.number, CODE) == CODE
+        deliveries.record_sent(self.svc, vid, v.attempt.number, Channel.CALL, sid)
 
     def post(self, path: str, params: dict[str, str], token: str | None = AUTH_TOKEN) -> TestResponse:
         """POST like Twilio: form-encoded, signed over PUBLIC_BASE_URL + path (+ query)."""
@@ -556,8 +556,8 @@ def test_a_non_ascii_error_code_in_signed_callbacks_is_ignored_not_a_500(voice: 
     assert voice.post(f"/webhooks/twilio/voice/{vid}/1/status", params).status_code < 300
     sms = voice.client.post("/v1/verifications", json={"to": MOBILE, "channel": "sms", "fallback": []}).get_json()["id"]
     v = voice.svc.store.load(sms)
-    assert v is not None and verifications.code_for(voice.svc, v, 1, CODE) == CODE
-    verifications.record_sent(voice.svc, sms, 1, Channel.SMS, "SM" + "3" * 32)
+    assert v is not None and deliveries.code_for(voice.svc, v, 1, CODE) == CODE
+    deliveries.record_sent(voice.svc, sms, 1, Channel.SMS, "SM" + "3" * 32)
     params = {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "MessageSid": "SM" + "3" * 32,
               "MessageStatus": "undelivered", "ErrorCode": "\u00b2", "To": MOBILE}
     assert voice.post(f"/webhooks/twilio/sms/status/{sms}/1", params).status_code < 300

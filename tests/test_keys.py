@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from config import load_settings
-from gateway import breakers, create_app, keys, methods, operators, verifications
+from gateway import breakers, create_app, deliveries, keys, methods, operators, verifications
 from gateway.auth import Caller, Scope
 from gateway.models import ATTEMPT_RANK, AttemptStatus, Status
 from gateway.oath import Params, Token
@@ -194,7 +194,7 @@ def flows(app) -> None:  # type: ignore[no-untyped-def]
 
     vid = start(ANNA, user_id="u1", fallback=["call"])
     v = verifications.get(svc, vid)
-    assert verifications.code_for(svc, v, 1, "424242") == "424242"
+    assert deliveries.code_for(svc, v, 1, "424242") == "424242"
     assert http.post(f"/v1/verifications/{vid}/check", json={"code": "000000"}).get_json()["valid"] is False
     assert http.post(f"/v1/verifications/{vid}/check", json={"code": "424242"}).get_json()["valid"] is True
     assert http.post(f"/v1/verifications/{vid}/check", json={"code": "000000"}).status_code == 429  # allowance: 2
@@ -206,15 +206,15 @@ def flows(app) -> None:  # type: ignore[no-untyped-def]
     svc.store.due_now(other)  # its timer: claimed, then rescheduled while the claim holds it
     timers = svc.store.claim(keys.TIMERS, 10, 30)
     assert svc.store.reschedule(keys.TIMERS, other, timers.held, timers.now + 60)
-    verifications.record_status(svc, other, 1, AttemptStatus.SENT, sid="SM" + "1" * 32)
-    verifications.record_status(svc, other, 1, AttemptStatus.UNDELIVERED, error_code=30003)  # falls back to a call
+    deliveries.record_status(svc, other, 1, AttemptStatus.SENT, sid="SM" + "1" * 32)
+    deliveries.record_status(svc, other, 1, AttemptStatus.UNDELIVERED, error_code=30003)  # falls back to a call
     called = verifications.get(svc, other)
     assert called.attempt.number == 2
     assert verifications.report_fraud(svc, called, 2).kind == "ended"
     assert http.post("/v1/verifications", json={"to": ANNA, "channel": "sms"}).status_code == 429  # number limit: 1
 
     reply = start("+48600100400", channel="sms_reply")
-    assert verifications.await_reply(svc, verifications.get(svc, reply), 1, "+15005550006")
+    assert deliveries.await_reply(svc, verifications.get(svc, reply), 1, "+15005550006")
     assert verifications.cancel(svc, reply).status is Status.CANCELED
     breakers.reset(svc, "prefix", "48600", "test")
     operators.record(svc, Caller("key-1", frozenset({Scope.ADMIN})), "test", "nothing")

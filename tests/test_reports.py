@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from gateway import reports, verifications
+from gateway import deliveries, reports, verifications
 from gateway.models import AttemptStatus, Status
 from tests.test_audit import ANNA, BOB, ended
 
@@ -19,7 +19,7 @@ def rescued(app, client) -> str:  # type: ignore[no-untyped-def]
     """An SMS that the carrier could not deliver (30003), approved on the fallback call."""
     v = client.post("/v1/verifications", json={"to": ANNA, "channel": "sms", "fallback": ["call"]}).get_json()
     svc = app.extensions["gateway"]
-    verifications.record_status(svc, v["id"], 1, AttemptStatus.UNDELIVERED, error_code=30003)
+    deliveries.record_status(svc, v["id"], 1, AttemptStatus.UNDELIVERED, error_code=30003)
     assert verifications.get(svc, v["id"]).attempt.channel.value == "call"
     assert verifications.end(svc, v["id"], 2, Status.APPROVED, None).kind == "ended"
     return v["id"]  # type: ignore[no-any-return]

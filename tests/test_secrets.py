@@ -13,7 +13,7 @@ import pyotp
 import pytest
 
 from config import ConfigError, Settings
-from gateway import codes, create_app, verifications
+from gateway import codes, create_app, deliveries
 from gateway.services import Services
 from tests.conftest import API_KEY, TEST_DB, gateway_env
 from tests.stack import ROOT, free_port, procfile
@@ -59,7 +59,7 @@ def test_a_rotated_key_still_checks_and_decrypts_what_the_old_key_made(settings:
     with old_app.app_context():
         svc: Services = old_app.extensions["gateway"]
         v = svc.store.load(code_vid)
-        assert verifications.code_for(svc, v, v.attempt.number, "246802") == "246802"
+        assert deliveries.code_for(svc, v, v.attempt.number, "246802") == "246802"
     spoken_vid = start(old, to="+48600100201").get_json()["id"]
     give_code(old_app, spoken_vid, "135791")
     totp = pyotp.parse_uri(old.post("/v1/users/rita/totp").get_json()["otpauth_uri"])
@@ -69,7 +69,7 @@ def test_a_rotated_key_still_checks_and_decrypts_what_the_old_key_made(settings:
     rotated_app = create_app(settings.replace(secret_key=NEW, previous_secret_keys=(OLD,)))
     rotated = client_of(rotated_app)
     svc = rotated_app.extensions["gateway"]
-    assert verifications.spoken_code(svc, svc.store.load(code_vid)) == "246802"  # decrypted with the old key
+    assert deliveries.spoken_code(svc, svc.store.load(code_vid)) == "246802"  # decrypted with the old key
     body = rotated.post(f"/v1/verifications/{code_vid}/check", json={"code": "246802"}).get_json()
     assert body["valid"] is True and body["status"] == "approved"
     totp_vid = rotated.post("/v1/verifications", json={
@@ -83,7 +83,7 @@ def test_a_rotated_key_still_checks_and_decrypts_what_the_old_key_made(settings:
     # New material uses only the new key.
     new_vid = start(rotated, to="+48600100203").get_json()["id"]
     v = svc.store.load(new_vid)
-    assert verifications.code_for(svc, v, v.attempt.number, "975310") == "975310"
+    assert deliveries.code_for(svc, v, v.attempt.number, "975310") == "975310"
     stored = redis_db.hgetall(f"gw:vf:{new_vid}")
     assert stored[b"code"].decode() == codes.code_digest(codes.derive_key(NEW, "code-hmac"), new_vid, "975310")
     assert codes.decrypt([codes.derive_key(NEW, "code-cipher")], stored[b"enc"].decode()) == "975310"

@@ -81,27 +81,27 @@ def test_nothing_due_means_a_sender_waits_and_sends_nothing(app, redis_db: redis
 
 
 def test_codes_are_taken_after_redis_forgot_its_scripts(app, client, redis_db: redis.Redis) -> None:  # type: ignore[no-untyped-def]
-    from gateway import verifications
+    from gateway import deliveries
 
     vid = start(client, MOBILE).get_json()["id"]
     svc = app.extensions["gateway"]
     redis_db.script_flush()  # as after a restart or a failover to a replica that never ran them
     v = svc.store.load(vid)
-    assert verifications.code_for(svc, v, 1, "246802") == "246802"
-    assert verifications.code_for(svc, v, 1, "135791") == "246802"  # a later try: the same code
+    assert deliveries.code_for(svc, v, 1, "246802") == "246802"
+    assert deliveries.code_for(svc, v, 1, "135791") == "246802"  # a later try: the same code
 
 
 def test_an_attempt_the_carrier_took_is_not_sent_again_when_its_lease_ends(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
-    from gateway import verifications
+    from gateway import deliveries
     from gateway.models import AttemptStatus
 
     vid = start(client, MOBILE).get_json()["id"]
     svc = app.extensions["gateway"]
     v = svc.store.load(vid)
-    assert verifications.code_for(svc, v, 1, "246802") == "246802"  # sent; the sender's record then lost
-    verifications.record_status(svc, vid, 1, AttemptStatus.DELIVERED, sid="SM" + "1" * 32)  # its callback
+    assert deliveries.code_for(svc, v, 1, "246802") == "246802"  # sent; the sender's record then lost
+    deliveries.record_status(svc, vid, 1, AttemptStatus.DELIVERED, sid="SM" + "1" * 32)  # its callback
     redis_db.zadd("gw:timers", {vid: 9e9})
-    assert verifications.code_for(svc, svc.store.load(vid), 1, "135791") is None  # the lease ended: not again
+    assert deliveries.code_for(svc, svc.store.load(vid), 1, "135791") is None  # the lease ended: not again
     assert redis_db.zscore("gw:outbox", f"{vid}:1") is None
     record = svc.store.load(vid)
     assert record.deadline is None  # delivered: its deadline can no longer act, so the next timer is the expiry
@@ -124,15 +124,15 @@ def test_delivery_and_timer_jobs_queued_before_the_upgrade_hand_over_to_the_outb
 
 
 def test_an_ended_verification_leaves_neither_outbox_entry_nor_timer(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
-    from gateway import verifications
+    from gateway import deliveries
     from gateway.models import Channel
 
     svc = app.extensions["gateway"]
     vid = start(client, MOBILE).get_json()["id"]
     assert redis_db.zscore("gw:timers", vid) is not None  # from the start: the expiry
     v = svc.store.load(vid)
-    assert verifications.code_for(svc, v, 1, "246802") == "246802"
-    verifications.record_sent(svc, vid, 1, Channel.SMS, "SM" + "0" * 32)
+    assert deliveries.code_for(svc, v, 1, "246802") == "246802"
+    deliveries.record_sent(svc, vid, 1, Channel.SMS, "SM" + "0" * 32)
     assert redis_db.zcard("gw:outbox") == 0
     assert redis_db.zscore("gw:timers", vid) == float(redis_db.hget(f"gw:vf:{vid}", "deadline"))  # the earlier
     r = client.post(f"/v1/verifications/{vid}/check", json={"code": "246802"})
@@ -166,11 +166,11 @@ def test_a_pass_takes_a_delivery_in_two_round_trips_without_reading_its_record(a
     # What goes over the wire, not a timing (bench/ measures speed): claim.lua, then set_code.lua,
     # which answers the record; the send itself runs on a sending thread (the carrier refuses here).
     from bench.probes import count_round_trips
-    from gateway import verifications
+    from gateway import deliveries
 
     svc = app.extensions["gateway"]
     warm = start(client, "+48600100201").get_json()["id"]
-    assert verifications.code_for(svc, svc.store.load(warm), 1, "111111") == "111111"  # set_code.lua loaded
+    assert deliveries.code_for(svc, svc.store.load(warm), 1, "111111") == "111111"  # set_code.lua loaded
     redis_db.zrem("gw:outbox", f"{warm}:1")
     sender = Sender(app)
     try:
@@ -187,47 +187,47 @@ def test_a_pass_takes_a_delivery_in_two_round_trips_without_reading_its_record(a
 
 
 def _started(app, options):  # type: ignore[no-untyped-def]
-    from gateway import verifications
+    from gateway import deliveries, verifications
     from gateway.schemas import StartRequest
 
     svc = app.extensions["gateway"]
     with app.app_context():
         warm, _ = verifications.start(svc, StartRequest(to="+48600100201", channel="sms"), None)
-        verifications.code_for(svc, warm, 1, "111111")  # set_code.lua loaded: round trips counted below are its own
+        deliveries.code_for(svc, warm, 1, "111111")  # set_code.lua loaded: round trips counted below are its own
         v, _ = verifications.start(svc, StartRequest(to=MOBILE, channel="sms", options=options), None)
     return svc, v.id
 
 
 def test_a_verification_with_its_own_code_length_gets_it_after_one_more_round_trip(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
     from bench.probes import count_round_trips
-    from gateway import verifications
+    from gateway import deliveries
     from gateway.models import CodeOptions
 
     svc, vid = _started(app, CodeOptions(length=8))
     with count_round_trips() as trips:
-        (coded,), confirmed = verifications.take_codes(svc, [verifications.CodeRequest(vid, 1)])
+        (coded,), confirmed = deliveries.take_codes(svc, [deliveries.CodeRequest(vid, 1)])
     assert confirmed and coded is not None and len(coded.code) == 8 and coded.verification.id == vid
     assert trips.trips == [["EVALSHA"], ["EVALSHA"]]  # 'length' (nothing written), then its own length
-    assert verifications.take_codes(svc, [verifications.CodeRequest(vid, 1)])[0][0].code == coded.code  # again
+    assert deliveries.take_codes(svc, [deliveries.CodeRequest(vid, 1)])[0][0].code == coded.code  # again
     r = client.post(f"/v1/verifications/{vid}/check", json={"code": coded.code})
     assert r.get_json()["status"] == "approved"
 
 
 def test_a_kept_code_is_sent_on_every_attempt_and_its_digest_kept_after_the_first(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
     from bench.probes import count_round_trips
-    from gateway import verifications
+    from gateway import deliveries, verifications
     from gateway.models import Channel, CodeOptions
 
     svc, vid = _started(app, CodeOptions(same_code=True))
     assert redis_db.hget(f"gw:vf:{vid}", "keep") and not redis_db.hget(f"gw:vf:{vid}", "keepd")
     with count_round_trips() as first:  # kept without its digest (as an older start left it): asked again
-        (coded,), _ = verifications.take_codes(svc, [verifications.CodeRequest(vid, 1)])
+        (coded,), _ = deliveries.take_codes(svc, [deliveries.CodeRequest(vid, 1)])
     assert coded is not None and len(first.trips) == 2
     assert redis_db.hget(f"gw:vf:{vid}", "keepd") == redis_db.hget(f"gw:vf:{vid}", "code")
-    verifications.record_sent(svc, vid, 1, Channel.SMS, "SM" + "2" * 32)
+    deliveries.record_sent(svc, vid, 1, Channel.SMS, "SM" + "2" * 32)
     verifications.resend(svc, vid, Channel.SMS, interval=0)
     with count_round_trips() as second:  # the digest kept beside it: set_code.lua uses it in one call
-        (again,), _ = verifications.take_codes(svc, [verifications.CodeRequest(vid, 2)])
+        (again,), _ = deliveries.take_codes(svc, [deliveries.CodeRequest(vid, 2)])
     assert again is not None and again.code == coded.code and len(second.trips) == 1
     r = client.post(f"/v1/verifications/{vid}/check", json={"code": coded.code})
     assert r.get_json()["status"] == "approved"

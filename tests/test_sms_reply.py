@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from twilio.request_validator import RequestValidator
 
-from gateway import create_app, i18n, verifications
+from gateway import create_app, deliveries, i18n, verifications
 from gateway.carrier import classify
 from gateway.services import Services
 from sms import outbound as sms_outbound
@@ -33,8 +33,8 @@ def prompted(app: Any, client: Any, code: str = "123456", to: str = USER, **body
     assert r.status_code == 201, r.get_json()
     svc = svc_of(app)
     v = svc.store.load(r.get_json()["id"])
-    assert verifications.code_for(svc, v, 1, code) == code
-    assert verifications.await_reply(svc, v, 1, svc.settings.sms_from)
+    assert deliveries.code_for(svc, v, 1, code) == code
+    assert deliveries.await_reply(svc, v, 1, svc.settings.sms_from)
     return v.id
 
 
@@ -188,8 +188,8 @@ def test_one_way_sms_codes_are_not_approved_by_replies(app, client) -> None:
     r = client.post("/v1/verifications", json={"to": USER, "channel": "sms"})
     svc = svc_of(app)
     v = svc.store.load(r.get_json()["id"])
-    assert verifications.code_for(svc, v, 1, "123456") == "123456"
-    assert not verifications.await_reply(svc, v, 1, GATEWAY)  # only two-way prompts are indexed
+    assert deliveries.code_for(svc, v, 1, "123456") == "123456"
+    assert not deliveries.await_reply(svc, v, 1, GATEWAY)  # only two-way prompts are indexed
     assert reply(app, client, "123456") == []
     assert read(client, v.id)["status"] == "pending"
 
@@ -210,7 +210,7 @@ def test_the_newest_pending_verification_is_matched(app, client) -> None:
 def test_a_verification_that_moved_on_to_a_call_is_not_matched(app, client) -> None:
     vid = prompted(app, client)
     svc = svc_of(app)
-    verifications.record_failure(svc, vid, 1, 30008, classify(30008))
+    deliveries.record_failure(svc, vid, 1, 30008, classify(30008))
     v = read(client, vid)
     assert v["channel"] == "call" and v["status"] == "pending"
     assert reply(app, client, "123456") == []
@@ -313,11 +313,11 @@ def test_a_prompt_found_expired_ends_the_verification_with_its_audit_line(settin
     r = client.post("/v1/verifications", json={"to": USER, "channel": "sms_reply"})
     svc = svc_of(app)
     v = svc.store.load(r.get_json()["id"])
-    assert verifications.code_for(svc, v, 1, "123456") == "123456"
+    assert deliveries.code_for(svc, v, 1, "123456") == "123456"
     expires = svc.store.load(v.id).expires_at
     poll(lambda: time.time() > expires, 5, what="the reply timeout to pass")
     caplog.set_level("INFO", logger="gateway.audit")
-    assert not verifications.await_reply(svc, v, 1, svc.settings.sms_from)  # the script ends it instead
+    assert not deliveries.await_reply(svc, v, 1, svc.settings.sms_from)  # the script ends it instead
     assert redis_db.hget(f"gw:vf:{v.id}", "status") == b"denied"
     said = [rec.getMessage() for rec in caplog.records if rec.name == "gateway.audit"]
     assert len(said) == 1 and v.id in said[0] and "reply_timeout" in said[0]
@@ -366,7 +366,7 @@ def test_help_is_in_the_language_of_the_pending_verification(app, client) -> Non
 
 def test_twilio_error_21610_records_the_opt_out_and_falls_back_to_a_call(app, client, redis_db) -> None:
     vid = prompted(app, client)
-    verifications.record_failure(svc_of(app), vid, 1, 21610, classify(21610))
+    deliveries.record_failure(svc_of(app), vid, 1, 21610, classify(21610))
     assert redis_db.exists(f"gw:optout:{USER}")
     v = read(client, vid)
     assert v["channel"] == "call" and v["attempts"][0]["error_code"] == 21610

@@ -9,8 +9,8 @@
 -- made ('again', in `enc`), so the user never holds two different codes. Only one sender holds
 -- an attempt at a time: its outbox entry is leased by the claim (claim.lua). An entry that is
 -- no longer sendable (not_found, finished, ended, stale, sent) leaves the outbox here.
--- The sender does not read the record first (gateway/verifications.py take_codes): this script answers it, and
--- decides what depends on it. Channel rules, per channel (gateway/verifications.py channel_rules):
+-- The sender does not read the record first (gateway/deliveries.py take_codes): this script
+-- answers it, and decides what depends on it. Channel rules, per channel (deliveries.channel_rules):
 -- {ttl (s), 1 when the verification's own ttl (o_ttl) replaces it, 1 when a delivery deadline
 -- applies, 1 when nothing is sent (the user already holds the code)}.
 local vf, stream, outbox = KEYS[1], KEYS[2], KEYS[3]

@@ -20,7 +20,7 @@ from tests.stack import ROOT, PrivateRedis, Stack, poll, procfile
 
 
 TWILIO_TIMEOUT = 5
-LEASE = TWILIO_TIMEOUT + 10  # verifications.delivery_lease
+LEASE = TWILIO_TIMEOUT + 10  # deliveries.delivery_lease
 
 
 @pytest.fixture
