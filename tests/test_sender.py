@@ -186,7 +186,7 @@ def test_a_pass_takes_a_delivery_in_two_round_trips_without_reading_its_record(a
     assert redis_db.hget(f"gw:vf:{vid}", "enc")  # the code was taken
 
 
-def _started(app, options):  # type: ignore[no-untyped-def]
+def _started(app, options, channel: str = "sms"):  # type: ignore[no-untyped-def]
     from gateway import deliveries, verifications
     from gateway.schemas import StartRequest
 
@@ -194,7 +194,7 @@ def _started(app, options):  # type: ignore[no-untyped-def]
     with app.app_context():
         warm, _ = verifications.start(svc, StartRequest(to="+48600100201", channel="sms"), None)
         deliveries.code_for(svc, warm, 1, "111111")  # set_code.lua loaded: round trips counted below are its own
-        v, _ = verifications.start(svc, StartRequest(to=MOBILE, channel="sms", options=options), None)
+        v, _ = verifications.start(svc, StartRequest(to=MOBILE, channel=channel, options=options), None)
     return svc, v.id
 
 
@@ -256,3 +256,21 @@ def test_a_waited_claim_still_claims_after_redis_forgot_its_scripts(app, client,
     redis_db.script_flush()  # as after a restart or a failover to a replica that never ran them
     claim = app.extensions["gateway"].store.claim("gw:outbox", 8, 30, wake=("gw:outbox:wake", 0.5))
     assert claim.members == [f"{vid}:1"] and redis_db.llen("gw:outbox:wake") == 0  # the token taken by the wait
+
+
+@pytest.mark.parametrize(("channel", "options", "ttl", "deadline"), [
+    ("sms", {}, 300, 30), ("sms", {"ttl": 120, "delivery_deadline": 7}, 120, 7),
+    ("sms_reply", {"ttl": 120}, 60, 30), ("call", {"ttl": 120, "delivery_deadline": 7}, 120, None),
+])
+def test_set_code_takes_the_code_lifetime_and_deadline_from_the_record(app, redis_db, channel, options, ttl, deadline) -> None:  # type: ignore[no-untyped-def]
+    # set_code.lua applies verifications.ttl_for and the delivery deadline's rule itself (the sender
+    # no longer reads the record): the settings' defaults, or the verification's own where they apply.
+    from gateway import deliveries
+    from gateway.models import CodeOptions
+
+    svc, vid = _started(app, CodeOptions(**options), channel)
+    assert (svc.settings.sms_code_ttl, svc.settings.sms_reply_timeout, svc.settings.delivery_deadline) == (300, 60, 30)
+    (coded,), _ = deliveries.take_codes(svc, [deliveries.CodeRequest(vid, 1)])
+    v = coded.verification
+    assert v.expires_at == pytest.approx(v.created_at + ttl, abs=2)
+    assert v.deadline == (None if deadline is None else pytest.approx(v.created_at + deadline, abs=2))
