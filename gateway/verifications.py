@@ -94,6 +94,7 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     if not chains[0]:
         raise DestinationBlocked(f"No requested channel can reach a {number.type.value} number.")
     opts = req.options
+    kept = _kept_code(svc, opts)
     fields = {
         "to": number.e164, "country": number.country, "ntype": number.type.value,
         "max": s.max_check_attempts,
@@ -102,7 +103,7 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
         **({"locale": req.locale} if req.locale != "en" else {}),
         **({"ivr_mode": req.ivr_mode} if req.ivr_mode != "confirm" else {}),
         **({"user_id": req.user_id} if req.user_id else {}), **({"client_ip": req.client_ip} if req.client_ip else {}),
-        **{k: v for k, v in req.user.items()}, **_option_fields(svc, opts),
+        **{k: v for k, v in req.user.items()}, **_option_fields(svc, opts, kept),
     }
     plans = tuple(Chain([c.value for c in chain], ttl_for(svc, chain[0], opts.ttl) if chain else 0) for chain in chains)
 
@@ -111,8 +112,11 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
         # day's usage counters (keys.ending): the day of the admission's keys, which the script
         # refuses (and this is asked again) unless Redis's clock agrees. Its record's times are Redis's.
         verification_id = keys.new_verification_id(int(now // keys.DAY))
+        # A kept code's digest (keyed by the id) beside it, so its first send stores it without
+        # asking again (set_code.lua 'kept').
+        record = fields | ({"keepd": codes.code_digest(svc.key("code-hmac"), verification_id, kept)} if kept else {})
         return svc.store.create(
-            verification_id, fields, (plans[0], plans[1]), number.e164,
+            verification_id, record, (plans[0], plans[1]), number.e164,
             (idempotency_key, req.fingerprint()) if idempotency_key else None, opts.live_key, admission,
         )
 
@@ -138,9 +142,13 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     return outcome.verification, True
 
 
-def _option_fields(svc: Services, opts: CodeOptions) -> dict[str, str]:
+def _kept_code(svc: Services, opts: CodeOptions) -> str | None:
+    """The code every attempt of a verification sends (custom_code, or same_code's), or None."""
+    return opts.custom_code or (codes.generate(opts.length or svc.settings.code_length) if opts.same_code else None)
+
+
+def _option_fields(svc: Services, opts: CodeOptions, kept: str | None) -> dict[str, str]:
     """The hash fields that keep a verification's own code settings."""
-    kept = opts.custom_code or (codes.generate(opts.length or svc.settings.code_length) if opts.same_code else None)
     fields = {
         "o_len": opts.length, "o_ttl": opts.ttl, "o_org": opts.org_name, "o_dd": opts.delivery_deadline,
         "o_voice": opts.voice,
