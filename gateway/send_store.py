@@ -102,10 +102,13 @@ class SendQueue:
         return self._run("send_later", [keys.verification(verification_id), keys.OUTBOX], verification_id, attempt,
                          "" if backoff is None else f"{backoff:.3f}", *intervals)
 
-    def release(self, entries: list[str], due: float) -> None:
-        """Make claimed outbox entries due again at `due` (Redis time); XX: never revive a removed one."""
-        if entries:
-            self.redis.zadd(keys.OUTBOX, {entry: due for entry in entries}, xx=True)
+    def release(self, entries: list[str], due: float, held: float) -> None:
+        """Make claimed outbox entries due again at `due` (Redis time), each only while it still holds
+        its claim's lease (`held`): a sender that stalled past its lease must not cut short the
+        newer lease of the sender that took the entry over, nor revive a removed one. A rare path
+        (replicas not confirming a claim), so one reschedule.lua call per entry."""
+        for entry in entries:
+            self.reschedule(keys.OUTBOX, entry, held, due)
 
     def due_now(self, verification_id: str, attempt: int | None = None) -> None:
         """Make an attempt's delivery (or, without one, the verification's timer) due at once; a

@@ -199,7 +199,7 @@ class Sender:
             raise
         self.throttle.give_back(room - len(claim.members))
         if claim.members:
-            self._start(claim.members, claim.now)
+            self._start(claim.members, claim.now, claim.held)
             if len(claim.members) == room:
                 return len(claim.members), 0  # a full batch: more may be due
         # Fewer than asked: nothing else was due, so no claim again at once; a delivery made
@@ -208,16 +208,16 @@ class Sender:
             return len(claim.members), IDLE_WAIT
         return len(claim.members), min(max(claim.next_due - claim.now, 0.01), IDLE_WAIT)
 
-    def _start(self, entries: list[str], now: float) -> None:
+    def _start(self, entries: list[str], now: float, held: float) -> None:
         """Take the claimed attempts' codes (and their records) and hand each to a sending thread
         (each entry holds one reserved send; those not handed over are given back)."""
         submitted = 0
         try:
-            submitted = self._hand_over(entries, now)
+            submitted = self._hand_over(entries, now, held)
         finally:
             self.throttle.give_back(len(entries) - submitted)
 
-    def _hand_over(self, entries: list[str], now: float) -> int:
+    def _hand_over(self, entries: list[str], now: float, held: float) -> int:
         # No read of the records first: set_code.lua answers each one with its code, and drops the
         # entries that have nothing left to send (ended, moved on, sent).
         requests = []
@@ -229,7 +229,7 @@ class Sender:
             # The replicas do not hold the claim and the code: a failover now could hand this
             # attempt to another sender with no trace of it, so nothing is sent until they do.
             log.warning("sender: claim not confirmed by REDIS_WAIT_REPLICAS replicas; released for later")
-            self.svc.store.release(entries, now + RELEASE_DELAY)
+            self.svc.store.release(entries, now + RELEASE_DELAY, held)
             return 0
         submitted = 0
         for r, coded in zip(requests, found):

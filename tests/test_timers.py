@@ -63,6 +63,27 @@ def _waiting_for_replicas(r: redis.Redis) -> int | None:
     return next((int(c["id"]) for c in r.client_list() if c.get("cmd") == "wait" and "b" in c.get("flags", "")), None)
 
 
+def test_a_stalled_senders_release_leaves_the_lease_of_the_sender_that_took_the_entry_over(app, redis_db: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    """A sender whose claim the replicas did not confirm releases it (Store.release); if it stalled
+    past its lease and another sender took the entry over meanwhile, its release must not cut that
+    newer lease short (a second send of the attempt), nor revive an entry that left the outbox."""
+    store = app.extensions["gateway"].store
+    vid = start(app)
+    entry = f"{vid}:1"
+    first = store.claim(keys.OUTBOX, 10, 20)
+    assert first.members == [entry]
+    redis_db.zadd(keys.OUTBOX, {entry: first.now - 1})  # its lease ran out while it stalled
+    second = store.claim(keys.OUTBOX, 10, 20)  # another sender takes the entry over
+    assert second.members == [entry] and second.held != first.held
+    store.release([entry], first.now + 1, first.held)  # the stalled sender's release
+    assert redis_db.zscore(keys.OUTBOX, entry) == second.held
+    store.release([entry], second.now + 1, second.held)  # the holder's own release is written
+    assert redis_db.zscore(keys.OUTBOX, entry) == pytest.approx(second.now + 1, abs=1e-6)
+    redis_db.zrem(keys.OUTBOX, entry)
+    store.release([entry], second.now + 1, second.now + 1)
+    assert redis_db.zscore(keys.OUTBOX, entry) is None  # never revived
+
+
 def test_a_new_attempt_started_while_its_timer_runs_keeps_its_earlier_expiry(settings, redis_db: redis.Redis) -> None:  # type: ignore[no-untyped-def]
     quick = settings.replace(sms_code_ttl=10, resend_interval=0)
     app = create_app(quick)
