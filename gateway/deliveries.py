@@ -98,6 +98,12 @@ def take_codes(svc: Services, requests: list[CodeRequest]) -> tuple[list[Coded |
             code = ""
         elif v is not None and (outcome.kind == "again" or (outcome.kind == "ok" and outcome.value == "kept")):
             code = codes.decrypt(svc.keys("code-cipher"), v.code_encrypted)  # the code stored for the attempt
+            if code is None:
+                # Only a secret changed without GATEWAY_SECRET_KEY_PREVIOUS makes a stored code unreadable.
+                log.error("delivery of %s/%s sends nothing: its stored code does not decrypt with "
+                          "GATEWAY_SECRET_KEY or GATEWAY_SECRET_KEY_PREVIOUS", r.verification_id, r.attempt)
+                found.append(None)
+                continue
         elif outcome.kind == "ok":
             code = fresh
         if v is None or code is None:

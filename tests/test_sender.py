@@ -280,3 +280,20 @@ def test_set_code_takes_the_code_lifetime_and_deadline_from_the_record(app, redi
     v = coded.verification
     assert v.expires_at == pytest.approx(v.created_at + ttl, abs=2)
     assert v.deadline == (None if deadline is None else pytest.approx(v.created_at + deadline, abs=2))
+
+
+def test_a_stored_code_that_no_secret_decrypts_sends_nothing_and_says_why(app, settings, redis_db, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A kept code stored under a secret that was then replaced without GATEWAY_SECRET_KEY_PREVIOUS:
+    nothing is sent (no other code in its place), and the error names the settings to fix."""
+    import logging
+
+    from gateway import deliveries
+    from gateway.models import CodeOptions
+
+    _, vid = _started(app, CodeOptions(same_code=True))
+    rotated = create_app(settings.replace(secret_key="r" * 40))
+    svc = rotated.extensions["gateway"]
+    with rotated.app_context(), caplog.at_level(logging.ERROR, logger="gateway.deliveries"):
+        (coded,), _ = deliveries.take_codes(svc, [deliveries.CodeRequest(vid, 1)])
+    assert coded is None
+    assert any("GATEWAY_SECRET_KEY_PREVIOUS" in r.getMessage() and vid in r.getMessage() for r in caplog.records)
