@@ -14,6 +14,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -464,48 +465,44 @@ class Bench:
             self.procs.stop("tripweb", *[p for p in self.procs.procs if p.startswith("tripworker")])
             proxy.stop()
 
-    def run_api_only(self) -> dict[str, Any]:
-        """Only the API path beside the reference (`--api-only`), its paired rounds as in the full run."""
-        self.results["machine"] = report.machine(self.gw)
-        self.results["git"] = report.git_state()
-        began = time.monotonic()
-        try:
-            self.start_servers()
-            self.warm_up()
-            self.api_and_reference()
-        finally:
-            self.procs.stop()
-            self.gw.flushdb()
-            self.ref.flushdb()
-        self.results["seconds"] = round(time.monotonic() - began, 1)
-        return self.results
-
-    def run_bytes_only(self) -> dict[str, Any]:
-        """Only the Redis bytes per verification (`--bytes-only`), as in the full run."""
-        self.results["machine"] = report.machine(self.gw)
-        self.results["git"] = report.git_state()
-        began = time.monotonic()
-        try:
-            self.start_servers(reference=False)
-            print("- warm-up", flush=True)
-            for start in (work.gw_start, work.gw_start_identified):
-                self.memory_of(start, "", count=64)  # every command seen once: Redis 7's latency histograms
-            print("- Redis memory per verification", flush=True)
-            self.memory()
-        finally:
-            self.procs.stop()
-            self.gw.flushdb()
-        self.results["seconds"] = round(time.monotonic() - began, 1)
-        return self.results
-
-    def run(self) -> dict[str, Any]:
-        """Every scenario, in order; all processes stopped and databases flushed at the end."""
+    def _session(self, scenarios: Callable[[], None], reference: bool = True) -> dict[str, Any]:
+        """Start the servers, run the scenarios, then stop every process and flush the databases
+        (also on errors); the results with the machine, the code and the seconds taken."""
         self.results["machine"] = report.machine(self.gw)
         self.results["git"] = report.git_state()
         self.results["load_before"] = os.getloadavg()
         began = time.monotonic()
         try:
-            self.start_servers()
+            self.start_servers(reference=reference)
+            scenarios()
+        finally:
+            self.procs.stop()
+            self.gw.flushdb()
+            self.ref.flushdb()
+        self.results["seconds"] = round(time.monotonic() - began, 1)
+        self.results["load_after"] = os.getloadavg()
+        return self.results
+
+    def run_api_only(self) -> dict[str, Any]:
+        """Only the API path beside the reference (`--api-only`), its paired rounds as in the full run."""
+        def scenarios() -> None:
+            self.warm_up()
+            self.api_and_reference()
+        return self._session(scenarios)
+
+    def run_bytes_only(self) -> dict[str, Any]:
+        """Only the Redis bytes per verification (`--bytes-only`), as in the full run."""
+        def scenarios() -> None:
+            print("- warm-up", flush=True)
+            for start in (work.gw_start, work.gw_start_identified):
+                self.memory_of(start, "", count=64)  # every command seen once: Redis 7's latency histograms
+            print("- Redis memory per verification", flush=True)
+            self.memory()
+        return self._session(scenarios, reference=False)
+
+    def run(self) -> dict[str, Any]:
+        """Every scenario, in order; all processes stopped and databases flushed at the end."""
+        def scenarios() -> None:
             print("- warm-up", flush=True)
             self.warm_up()
             print("- round trips", flush=True)
@@ -523,13 +520,7 @@ class Bench:
             print("- Redis memory per verification", flush=True)
             self.memory()
             self.sends()
-        finally:
-            self.procs.stop()
-            self.gw.flushdb()
-            self.ref.flushdb()
-        self.results["seconds"] = round(time.monotonic() - began, 1)
-        self.results["load_after"] = os.getloadavg()
-        return self.results
+        return self._session(scenarios)
 
 
 def main() -> None:

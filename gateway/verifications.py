@@ -44,7 +44,7 @@ def next_channel(svc: Services, v: Verification, forced: Channel | None = None) 
     return fallback.next_channel(v.channels, v.position, reach, forced)
 
 
-def _ended(outcome: Outcome) -> Outcome:
+def note_end(outcome: Outcome) -> Outcome:
     """Log the audit record and count the end, when this change ended the verification."""
     record = outcome.audit
     if record:
@@ -54,11 +54,6 @@ def _ended(outcome: Outcome) -> Outcome:
     if outcome.kind in CONFIRMED_ENDS:
         _confirmed(outcome.replicated)
     return outcome
-
-
-def note_end(outcome: Outcome) -> Outcome:
-    """_ended for the delivery side (gateway/deliveries.py): log and count the end a change made."""
-    return _ended(outcome)
 
 
 # An end, or a repeat that finds it ended: acknowledged only once REDIS_WAIT_REPLICAS confirm it.
@@ -160,7 +155,7 @@ def _option_fields(svc: Services, opts: CodeOptions, kept: str | None) -> dict[s
 
 def _read(svc: Services, verification_id: str) -> Outcome:
     """Read a verification in one script that first ends it if it is past its expiry (Redis time)."""
-    outcome = _ended(svc.store.finish(verification_id, Status.EXPIRED, Reason.EXPIRED, only_if_due=True))
+    outcome = note_end(svc.store.finish(verification_id, Status.EXPIRED, Reason.EXPIRED, only_if_due=True))
     if outcome.verification is None:
         raise NotFound(f"No verification {verification_id}.")
     return outcome
@@ -231,7 +226,7 @@ def check(
                    if digests else svc.store.check(verification_id, "verdict", "0"))
     if outcome.kind == "not_found" or outcome.verification is None:
         raise NotFound(f"No verification {verification_id}.")
-    _ended(outcome)
+    note_end(outcome)
     if outcome.kind == "valid" and not abuse.counted(conversion, outcome.now):
         abuse.converted(svc, outcome.verification)  # Redis's clock was past the chosen bucket
     return outcome.verification, outcome.kind == "valid"
@@ -239,7 +234,7 @@ def check(
 
 def cancel(svc: Services, verification_id: str) -> Verification:
     """Cancel a pending verification; a finished one is returned unchanged."""
-    outcome = _ended(svc.store.finish(verification_id, Status.CANCELED, Reason.CANCELED))
+    outcome = note_end(svc.store.finish(verification_id, Status.CANCELED, Reason.CANCELED))
     if outcome.kind == "not_found" or outcome.verification is None:
         raise NotFound(f"No verification {verification_id}.")
     return outcome.verification
@@ -247,7 +242,7 @@ def cancel(svc: Services, verification_id: str) -> Verification:
 
 def approve(svc: Services, verification_id: str) -> Verification:
     """Approve a pending verification without a code (the app checked a code of its own)."""
-    outcome = _ended(svc.store.finish(verification_id, Status.APPROVED, None))
+    outcome = note_end(svc.store.finish(verification_id, Status.APPROVED, None))
     if outcome.kind == "not_found" or outcome.verification is None:
         raise NotFound(f"No verification {verification_id}.")
     if outcome.kind == "ended":
@@ -257,7 +252,7 @@ def approve(svc: Services, verification_id: str) -> Verification:
 
 def end(svc: Services, verification_id: str, attempt: int, status: Status, reason: Reason | None) -> Outcome:
     """End a verification from a channel's event (keypress, fraud report, reply), for one attempt."""
-    outcome = _ended(svc.store.finish(verification_id, status, reason, attempt=attempt))
+    outcome = note_end(svc.store.finish(verification_id, status, reason, attempt=attempt))
     if outcome.kind == "ended" and status is Status.APPROVED and outcome.verification is not None:
         abuse.converted(svc, outcome.verification)
     return outcome
@@ -292,7 +287,7 @@ def _advance(
     resend_interval: int | None = None, deadline_due: bool = False,
 ) -> Outcome:
     position, channel = step if step else (v.position, None)
-    outcome = _ended(svc.store.advance(v.id, v.attempt.number, Step(
+    outcome = note_end(svc.store.advance(v.id, v.attempt.number, Step(
         channel, position, ttl_for(svc, channel, v.code_ttl) if channel else 0, why, v.attempt.error_code,
         resend_interval, deadline_due, _latest_expiry(svc, v, channel) if channel else None,
     )))
@@ -394,7 +389,7 @@ def inbound_done(svc: Services, message_sid: str) -> None:
 def report_fraud(svc: Services, v: Verification, attempt: int) -> Outcome:
     """Deny a verification as fraud_reported (call 0#) and block its number from new ones for a while."""
     seconds = svc.settings.fraud_block_seconds
-    return _ended(svc.store.finish(
+    return note_end(svc.store.finish(
         v.id, Status.DENIED, Reason.FRAUD_REPORTED, attempt=attempt, block=(v.to, seconds) if seconds else None,
     ))
 
