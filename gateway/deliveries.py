@@ -150,10 +150,12 @@ def record_failure(svc: Services, verification_id: str, attempt: int, error_code
 
 def record_status(
     svc: Services, verification_id: str, attempt: int, status: AttemptStatus,
-    error_code: int | None = None, sid: str | None = None,
+    error_code: int | None = None, sid: str | None = None, with_record: bool = True,
 ) -> Outcome:
-    """Apply a carrier status to an attempt (forward only); a failure moves to the next channel."""
-    outcome = svc.store.attempt_status(verification_id, attempt, status, ATTEMPT_RANK[status], error_code, sid)
+    """Apply a carrier status to an attempt (forward only); a failure moves to the next channel.
+    Without with_record the outcome carries no record: the kind and the status only."""
+    outcome = svc.store.attempt_status(
+        verification_id, attempt, status, ATTEMPT_RANK[status], error_code, sid, with_record)
     if outcome.kind == "changed" and status in FAILED_ATTEMPT:
         if error_code is not None:
             metrics.carrier_error(svc, error_code)

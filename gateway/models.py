@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from enum import Enum
 
 
@@ -68,10 +69,16 @@ FAILED_ATTEMPT = frozenset(
 
 
 def iso(ts: float | None) -> str | None:
-    """Seconds since the epoch as an ISO 8601 UTC string."""
+    """Seconds since the epoch as an ISO 8601 UTC string (whole seconds)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _iso_second(int(ts))
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    # Every answer formats a few times, and a burst's share the same seconds: format each once.
+    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import redis
@@ -181,11 +182,15 @@ class Store(SendQueue, UserStore, ConsoleStore):
 
     @staticmethod
     def outcome(reply: list[object], replicated: bool = True) -> Outcome:
-        """A script's reply (kind, value, '_now', time, then the record's fields) as an Outcome."""
+        """A script's reply (kind, value, then Redis's time, the record's id and its fields, as far
+        as the script answers them: prelude.lua reply()) as an Outcome."""
         kind, value = (v.decode() if isinstance(v, bytes) else str(v) for v in reply[:2])  # type: ignore[union-attr]
-        raw = dict(zip(reply[2::2], reply[3::2]))
-        now = float(raw.pop(b"_now", 0))
-        return Outcome(kind, value, _decode(raw) if raw else None, replicated, now)
+        now = float(reply[2]) if len(reply) > 2 else 0.0  # type: ignore[arg-type]
+        fields = reply[4] if len(reply) > 4 else None
+        if not fields:  # no record answered, or none in Redis
+            return Outcome(kind, value, None, replicated, now)
+        raw = dict(zip(fields[0::2], fields[1::2]))  # type: ignore[index]
+        return Outcome(kind, value, _decode(raw, reply[3].decode()), replicated, now)  # type: ignore[union-attr]
 
     def _call(self, name: str, script_keys: list[str], args: list[object]) -> tuple[list[object], bool]:
         """Run a script; with REDIS_WAIT_REPLICAS, WAIT for replicas on the same connection (a pipeline)."""
@@ -307,12 +312,14 @@ class Store(SendQueue, UserStore, ConsoleStore):
         )
 
     def attempt_status(
-        self, verification_id: str, attempt: int, status: AttemptStatus, rank: int, error_code: int | None, sid: str | None
+        self, verification_id: str, attempt: int, status: AttemptStatus, rank: int, error_code: int | None,
+        sid: str | None, with_record: bool = True,
     ) -> Outcome:
-        """Move an attempt's status forward (never backward); value = the status now."""
+        """Move an attempt's status forward (never backward); value = the status now. Without
+        with_record the outcome carries no record (a status callback needs none)."""
         return self._run(
             "attempt_status", [key_for(verification_id)],
-            attempt, status.value, rank, "" if error_code is None else error_code, sid or "",
+            attempt, status.value, rank, "" if error_code is None else error_code, sid or "", "1" if with_record else "",
         )
 
     def advance(self, verification_id: str, failed_attempt: int, step: Step) -> Outcome:
@@ -366,51 +373,68 @@ class Store(SendQueue, UserStore, ConsoleStore):
             pubsub.close()
 
 
+# Value -> member, read on every record decoded (a dict lookup costs less than Enum's call).
+_CHANNELS = {c.value: c for c in Channel}
+_ATTEMPT_STATUSES = {s.value: s for s in AttemptStatus}
+_STATUSES = {s.value: s for s in Status}
+
+
+@lru_cache(maxsize=256)
+def _chain(raw: str) -> tuple[Channel, ...]:
+    """A stored chain (JSON): a few distinct ones serve every record, so each is parsed once."""
+    return tuple(_CHANNELS[c] for c in json.loads(raw))
+
+
 def _decode(raw: Mapping[bytes, bytes], verification_id: str = "") -> Verification:
     """A record as stored; its id from the record (previous releases stored it, scripts answer it)
     or else the one it was read by."""
     h = {k.decode(): v.decode() for k, v in raw.items()}
+    get = h.get
+    created = h["created"]
     attempts = []
-    for i in range(1, int(h.get("n", "0")) + 1):
+    for i in range(1, int(get("n", "0")) + 1):
         p = f"a{i}:"
+        err = get(p + "err")
         attempts.append(
             Attempt(
                 number=i,
-                channel=Channel(h[p + "ch"]),
-                status=AttemptStatus(h[p + "st"]),
-                error_code=int(h[p + "err"]) if h.get(p + "err") else None,
-                started_at=float(h.get(p + "at") or h["created"]),  # a compact record's first: created
-                sid=h.get(p + "sid") or None,
-                ended_because=h.get(p + "why") or None,
+                channel=_CHANNELS[h[p + "ch"]],
+                status=_ATTEMPT_STATUSES[h[p + "st"]],
+                error_code=int(err) if err else None,
+                started_at=float(get(p + "at") or created),  # a compact record's first: created
+                sid=get(p + "sid") or None,
+                ended_because=get(p + "why") or None,
             )
         )
+    reason, deadline = get("reason"), get("deadline")
+    length, ttl, dd = get("o_len"), get("o_ttl"), get("o_dd")
     return Verification(
-        id=h.get("id") or verification_id,
-        status=Status(h["status"]),
-        reason=Reason(h["reason"]) if h.get("reason") else None,
+        id=get("id") or verification_id,
+        status=_STATUSES[h["status"]],
+        reason=Reason(reason) if reason else None,
         to=h["to"],
-        country=h.get("country", ""),
-        number_type=h.get("ntype", "unknown"),
-        channel=Channel(h["channel"]),
-        channels=[Channel(c) for c in json.loads(h["chain"])],
-        position=int(h.get("pos", "0")),
-        created_at=float(h["created"]),
+        country=get("country", ""),
+        number_type=get("ntype", "unknown"),
+        channel=_CHANNELS[h["channel"]],
+        channels=list(_chain(h["chain"])),
+        position=int(get("pos", "0")),
+        created_at=float(created),
         expires_at=float(h["expires"]),
         max_attempts=int(h["max"]),
-        failures=int(h.get("fails", "0")),
+        failures=int(get("fails", "0")),
         attempts=attempts,
-        user_id=h.get("user_id") or None,
-        locale=h.get("locale", "en"),
-        ivr_mode=h.get("ivr_mode", "confirm"),
-        client_ip=h.get("client_ip") or None,
-        code_encrypted=h.get("enc", ""),
-        deadline=float(h["deadline"]) if h.get("deadline") else None,
-        code_length=int(h["o_len"]) if h.get("o_len") else None,
-        code_ttl=int(h["o_ttl"]) if h.get("o_ttl") else None,
-        code_kept=h.get("keep", ""),
-        org_name=h.get("o_org") or None,
-        share_warning={"1": True, "0": False}.get(h.get("o_warn", "")),
-        delivery_deadline=int(h["o_dd"]) if h.get("o_dd") else None,
-        voice=h.get("o_voice") or None,
+        user_id=get("user_id") or None,
+        locale=get("locale", "en"),
+        ivr_mode=get("ivr_mode", "confirm"),
+        client_ip=get("client_ip") or None,
+        code_encrypted=get("enc", ""),
+        deadline=float(deadline) if deadline else None,
+        code_length=int(length) if length else None,
+        code_ttl=int(ttl) if ttl else None,
+        code_kept=get("keep", ""),
+        org_name=get("o_org") or None,
+        share_warning={"1": True, "0": False}.get(get("o_warn", "")),
+        delivery_deadline=int(dd) if dd else None,
+        voice=get("o_voice") or None,
         tags={k[2:]: v for k, v in h.items() if k.startswith("x_")},
     )

@@ -172,7 +172,7 @@ def status(verification_id: str, attempt: int) -> tuple[str, int]:
     if v is None or mapped is None or not _is_call_attempt(v, attempt):
         return "", 204
     outcome = deliveries.record_status(
-        svc, verification_id, attempt, mapped, _error_code(request.form.get("ErrorCode")), sid
+        svc, verification_id, attempt, mapped, _error_code(request.form.get("ErrorCode")), sid, with_record=False,
     )
     if mapped is AttemptStatus.COMPLETED and outcome.kind in BOUND and v.ivr_mode == "confirm":
         # The caller hung up before choosing: that is no approval. The denial waits a short

@@ -39,7 +39,7 @@ def status(verification_id: str, attempt: int) -> tuple[str, int]:
     if mapped is not None:
         deliveries.record_status(
             services(), verification_id, attempt, mapped,
-            error_code(request.form.get("ErrorCode")), request.form.get("MessageSid"),
+            error_code(request.form.get("ErrorCode")), request.form.get("MessageSid"), with_record=False,
         )
     return "", 204
 

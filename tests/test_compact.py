@@ -115,3 +115,19 @@ def test_a_resend_of_a_compact_records_first_attempt_waits_from_its_start(app, c
     step = Step(Channel.SMS, 0, 300, "resend", resend_interval=3600)
     outcome = svc.store.advance(vid, 1, step)
     assert outcome.kind == "too_soon" and 3590 <= int(outcome.value) <= 3600
+
+
+def test_a_status_callback_moves_the_attempt_without_answering_the_record(app, client) -> None:  # type: ignore[no-untyped-def]
+    """An SMS status callback needs only the kind: the record is neither answered nor decoded
+    (sms/webhooks.py); the callers that act on the record still get it."""
+    svc: Services = app.extensions["gateway"]
+    vid = start(client).get_json()["id"]
+    sid = "SM" + "0123456789abcdef" * 2
+    light = deliveries.record_status(svc, vid, 1, AttemptStatus.SENT, None, sid, with_record=False)
+    assert (light.kind, light.value, light.verification) == ("changed", "sent", None) and light.now > 0
+    again = deliveries.record_status(svc, vid, 1, AttemptStatus.SENT, None, sid, with_record=False)
+    assert (again.kind, again.value, again.verification) == ("unchanged", "sent", None)
+    full = deliveries.record_status(svc, vid, 1, AttemptStatus.DELIVERED, None, sid)
+    assert full.kind == "changed" and full.verification is not None
+    assert (full.verification.id, full.verification.attempt.status) == (vid, AttemptStatus.DELIVERED)
+    assert svc.store.load(vid).attempt.status is AttemptStatus.DELIVERED

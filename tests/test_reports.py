@@ -127,3 +127,17 @@ def test_spend_is_charged_sends_times_the_price_file() -> None:
     assert reports.spend(sends, Prices()) == {
         "currency": "EUR", "amount": 0.21, "by_country": {"PL": 0.19, "US": 0.02}, "sms_sent": 5, "calls_answered": 1}
     assert reports.spend(sends, None) is None
+
+
+def test_every_usage_counter_keeps_a_lifetime_of_three_years(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    """The counters are renewed on the day's first end and when a field is new (a key is new with
+    its first field), not on every end: each must still carry its ~1100-day life, the error and
+    charge counters too, which first appear at a later end of the day (the rescued one)."""
+    ended(app, client, ANNA, "approved")
+    ended(app, client, BOB, "denied")
+    rescued(app, client)  # the day's first carrier error and charged send: new fields, new keys
+    found = [k.decode() for k in redis_db.scan_iter("gw:usage:*")]
+    assert any(k.endswith(":x") for k in found) and any(":b" in k for k in found), found
+    for key in found:
+        ttl = redis_db.ttl(key)
+        assert 1099 * 86400 < ttl <= 1100 * 86400, (key, ttl)

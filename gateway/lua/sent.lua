@@ -10,4 +10,4 @@ redis.call('ZREM', outbox, id .. ':' .. attempt)
 if kind ~= 'not_found' and is_pending(vf) then set_next_timer(vf) end
 -- Kind and status only, not the record (prelude reply()): the sender, its only caller, needs none,
 -- and the record answered and decoded on every send cost it 0.03-0.1 ms of CPU per send in-process.
-return {kind, status or '', '_now', NOW_S}
+return {kind, status or '', NOW_S}
