@@ -16,6 +16,7 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from typing import TypeVar
 
 from flask import Blueprint, current_app, g, request
@@ -46,8 +47,10 @@ class Caller:
         return scope in self.scopes
 
 
+@lru_cache(maxsize=64)
 def key_id(key: str, secret: bytes) -> str:
     """A stable, non-secret name of a key for audit records: a keyed digest, not reversible."""
+    # Cached: identify() asks only for configured keys, a handful, once per request each.
     return "key_" + hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()[:12]
 
 

@@ -26,22 +26,22 @@ end
 if marker_ttl ~= '' and not redis.call('SET', marker, '1', 'NX', 'EX', tonumber(marker_ttl)) then
   return reply(vf, 'repeat', '')
 end
-if not is_pending(vf) then return reply(vf, 'finished', '') end
-local expired = expire_if_due(vf, stream)
+local status, expires, channel, code = unpack(redis.call('HMGET', vf, 'status', 'expires', 'channel', 'code'))
+if status ~= 'pending' then return reply(vf, 'finished', '') end
+local expired = expire_if_due(vf, stream, expires or '0', channel)
 if expired then return reply(vf, 'ended', expired) end
 local ok
 if mode == 'digest' then
   -- TOTP: the caller matches the code against Redis's time (the value), then sends a verdict.
-  local channel = hget(vf, 'channel')
   if channel == 'totp' or channel == 'recovery_code' then return reply(vf, channel, NOW_S) end
-  local code = hget(vf, 'code') or ''
+  code = code or ''
   ok = false
   for i = FIRST_VALUE, #ARGV do
     if code ~= '' and code == ARGV[i] then ok = true end
   end
 elseif mode == 'recovery' then
   ok = false
-  if hget(vf, 'channel') == 'recovery_code' then
+  if channel == 'recovery_code' then
     for i = FIRST_VALUE, #ARGV do
       if not ok and redis.call('HDEL', user, 'rc:' .. ARGV[i]) == 1 then ok = true end
     end

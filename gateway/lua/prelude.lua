@@ -7,7 +7,11 @@ local TIME = redis.call('TIME')
 local NOW_S = TIME[1] .. '.' .. string.format('%06d', tonumber(TIME[2]))
 local NOW = tonumber(NOW_S)
 local SERVER, SERVER_IP = ARGV[1], ARGV[2]
-local AUDIT_MINID = string.format('%.0f', tonumber(TIME[1]) * 1000 - tonumber(ARGV[3]))
+-- The audit stream's trim point (MINID), made only by a script that writes audit: every script
+-- runs this prelude, and formatting it cost each of them as much as a command.
+local function audit_minid()
+  return string.format('%.0f', tonumber(TIME[1]) * 1000 - tonumber(ARGV[3]))
+end
 local RETENTION = tonumber(ARGV[4])
 
 -- A verification's key (or one naming it) lives until its expiry plus the retention, then
@@ -37,11 +41,11 @@ local function hget(key, field)
   return v
 end
 
--- A verification's id. Its record stores it only for releases before the compact record
--- (PREVIOUS_RELEASE_RECORDS); otherwise it is the end of the record's key, after the last
--- colon (gateway/keys.py verification(): an id holds no colon; tests/test_keys.py).
+-- A verification's id: the end of the record's key, after the last colon (gateway/keys.py
+-- verification(): an id holds no colon; tests/test_keys.py). Records of releases before the
+-- compact record (and PREVIOUS_RELEASE_RECORDS) also store it, under the same key: no read needed.
 local function id_of(vf)
-  return hget(vf, 'id') or string.match(vf, '[^:]+$')
+  return string.match(vf, '[^:]+$')
 end
 
 -- A pending verification's next timer in TIMERS: its expiry or its delivery deadline, whichever
@@ -61,13 +65,16 @@ local function attempt_start(vf, i)
   return tonumber(at)
 end
 
-local function attempts_of(key, n)
+-- created: the verification's start when the caller has read it (a compact record's first attempt).
+local function attempts_of(key, n, created)
   local list = {}
   for i = 1, n do
     local p = 'a' .. i .. ':'
     local v = redis.call('HMGET', key, p .. 'ch', p .. 'st', p .. 'err', p .. 'at', p .. 'why')
+    local at = tonumber(v[4])
+    if not at then at = (i == 1 and tonumber(created or '')) or attempt_start(key, i) end
     list[i] = {channel = v[1], status = v[2], error_code = tonumber(v[3]) or cjson.null,
-               started_at = tonumber(v[4]) or attempt_start(key, i), ended_because = v[5] or cjson.null}
+               started_at = at, ended_because = v[5] or cjson.null}
   end
   return list
 end
@@ -81,10 +88,11 @@ end
 -- ended counter, day, day dims, day x, block dims, block x.
 -- Field names: <metric> = started, <status>, rescued, t<seconds-to-approve bucket>.
 local ENDING_KEYS = 6
-local USAGE_BOUNDS = {1, 2, 3, 5, 8, 13, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800}
 local USAGE_TTL = 1100 * 86400  -- three years
-local CHARGED = {sms = {sent = 1, delivered = 1, undelivered = 1}, call = {answered = 1, completed = 1}}
 local function count_usage(status, created, country, attempts)
+  -- Built here, not with the constants above: only an end needs them, and every script runs the prelude.
+  local USAGE_BOUNDS = {1, 2, 3, 5, 8, 13, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800}
+  local CHARGED = {sms = {sent = 1, delivered = 1, undelivered = 1}, call = {answered = 1, completed = 1}}
   local base = #KEYS - ENDING_KEYS
   local key = KEYS[base + 2]
   local dims, xs = {KEYS[base + 3], KEYS[base + 5]}, {KEYS[base + 4], KEYS[base + 6]}
@@ -136,7 +144,7 @@ local function finish(key, stream, status, reason)
   local f = redis.call('HMGET', key, 'id', 'user_id', 'first_name', 'last_name', 'email', 'to',
                        'channel', 'client_ip', 'created', 'n', 'chain', 'country')
   f[1] = id_of(key)
-  local attempts = attempts_of(key, tonumber(f[10]) or 0)
+  local attempts = attempts_of(key, tonumber(f[10]) or 0, f[9])
   local record = {
     verification_id = f[1], user_id = f[2] or '', first_name = f[3] or '', last_name = f[4] or '',
     email = f[5] or '', phone_number = f[6], channel = f[7], mode = f[7],
@@ -150,7 +158,7 @@ local function finish(key, stream, status, reason)
     fields[#fields + 1] = k
     fields[#fields + 1] = tostring(v)
   end
-  redis.call('XADD', stream, 'MINID', '~', AUDIT_MINID, '*', unpack(fields))
+  redis.call('XADD', stream, 'MINID', '~', audit_minid(), '*', unpack(fields))
   redis.call('HINCRBY', KEYS[#KEYS - ENDING_KEYS + 1], f[7] .. '|' .. status .. '|' .. reason, 1)
   count_usage(status, tonumber(f[9]), f[12] or '', attempts)
   -- A channel, not a key (gateway/keys.py DONE_PREFIX): the one name spelled here.
@@ -172,7 +180,7 @@ local function count_check(counter, refused, stream, allowance, window, source, 
   local f = redis.call('HMGET', source, 'id', 'to', 'channel', 'client_ip', 'country')
   if f[2] then f[1] = id_of(source) end  -- a verification (a user's hash has no number)
   redis.call('HINCRBY', refused, 'user', 1)
-  redis.call('XADD', stream, 'MINID', '~', AUDIT_MINID, '*', 'event', 'refused', 'action', action,
+  redis.call('XADD', stream, 'MINID', '~', audit_minid(), '*', 'event', 'refused', 'action', action,
              'status', 'refused', 'result', 'denied', 'reason', 'user', 'verification_id', f[1] or '',
              'user_id', user_id, 'phone_number', f[2] or '', 'channel', f[3] or 'totp', 'client_ip', f[4] or '',
              'country', f[5] or '', 'server_name', SERVER, 'created_at', NOW, 'ended_at', NOW)
@@ -217,9 +225,10 @@ end
 
 -- Past its expiry a pending verification ends: a two-way SMS without a right reply is
 -- denied (reply_timeout), anything else expires. Returns the record, or nil if not due.
-local function expire_if_due(key, stream)
-  local expires = tonumber(hget(key, 'expires') or '0')
+-- expires, channel: the record's, when the caller has read them.
+local function expire_if_due(key, stream, expires, channel)
+  expires = tonumber(expires or hget(key, 'expires') or '0')
   if expires == 0 or NOW < expires then return nil end
-  if hget(key, 'channel') == 'sms_reply' then return finish(key, stream, 'denied', 'reply_timeout') end
+  if (channel or hget(key, 'channel')) == 'sms_reply' then return finish(key, stream, 'denied', 'reply_timeout') end
   return finish(key, stream, 'expired', 'expired')
 end

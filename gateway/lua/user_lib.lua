@@ -35,7 +35,7 @@ end
 
 -- One audit record of a change to a user's methods; never a secret or a code.
 local function audit_user(stream, user_id, event, how, proof_id, now_s)
-  redis.call('XADD', stream, 'MINID', '~', AUDIT_MINID, '*', 'event', event, 'user_id', user_id,
+  redis.call('XADD', stream, 'MINID', '~', audit_minid(), '*', 'event', event, 'user_id', user_id,
              'how', how, 'proof_verification_id', proof_id or '', 'server_name', SERVER,
              'server_ip', SERVER_IP, 'at', now_s)
 end
