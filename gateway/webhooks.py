@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -34,6 +35,19 @@ def _signed_url() -> str:
     return url
 
 
+def _valid(validator: RequestValidator, url: str, signature: str) -> bool:
+    """Whether Twilio signed this request: first over the URL exactly as we rebuilt it (one
+    signature, the library's compute_signature, compared in constant time), else as twilio's
+    validate() does it, over the URL both with and without its port."""
+    # validate() always computes both port forms (twilio-python request_validator.py: "check
+    # signature of uri with and without port, since sig generation on back end is inconsistent");
+    # the exact URL is one of the two, so this accepts nothing validate() refuses, and a callback
+    # signed over the URL we were given costs one HMAC instead of two (~0.24 M instructions less).
+    if hmac.compare_digest(validator.compute_signature(url, request.form), signature):
+        return True
+    return bool(validator.validate(url, request.form, signature))
+
+
 def twilio_signed(view: Callable[P, R]) -> Callable[P, R | Response]:
     """Refuse (403) any request without a valid X-Twilio-Signature; no token, no entry."""
 
@@ -41,7 +55,7 @@ def twilio_signed(view: Callable[P, R]) -> Callable[P, R | Response]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
         token = services().settings.twilio_auth_token
         signature = request.headers.get("X-Twilio-Signature", "")
-        if not token or not signature or not RequestValidator(token).validate(_signed_url(), request.form, signature):
+        if not token or not signature or not _valid(RequestValidator(token), _signed_url(), signature):
             log.warning("rejected unsigned or forged webhook %s", request.path)
             return error_response("forbidden", "Invalid or missing X-Twilio-Signature.", 403)
         return view(*args, **kwargs)

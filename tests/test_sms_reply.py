@@ -383,3 +383,18 @@ def test_replies_leave_no_code_in_logs_or_redis(app, client, redis_db, caplog) -
     assert "482913" not in caplog.text and "775193" not in caplog.text
     dump = redis_dump(redis_db)
     assert not holds_code(dump, "482913") and not holds_code(dump, "775193")
+
+
+@pytest.mark.parametrize("base, signed_over", [
+    ("https://gw.example.com", "https://gw.example.com:443"),  # Twilio signed with the default port
+    ("https://gw.example.com:443", "https://gw.example.com"),  # or without it
+    ("http://gw.example.com:8080", "http://gw.example.com"),
+])
+def test_a_signature_over_the_url_with_or_without_its_port_is_accepted(settings, redis_db, base, signed_over) -> None:
+    """The exact URL is checked first; the port variants twilio's validate() accepts still pass."""
+    app = create_app(settings.replace(public_base_url=base))
+    params = sms_params("HELP")
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(signed_over + PATH, params)
+    assert app.test_client().post(PATH, data=params, headers={"X-Twilio-Signature": signature}).status_code == 200
+    wrong = RequestValidator(AUTH_TOKEN).compute_signature("https://other.example.com" + PATH, params)
+    assert app.test_client().post(PATH, data=params, headers={"X-Twilio-Signature": wrong}).status_code == 403
