@@ -4,13 +4,14 @@ Rates and CPU seconds on a shared 2-vCPU VM move by ±10-15 % between runs of th
 more than most changes to the request path; instructions executed do not (the same code, inputs
 and environment give the same count within ~1 %, whatever else the machine does). So this counts,
 per request through the app's WSGI callable (no gunicorn, no HTTP client: the same for both),
-the instructions of the web process (Python under callgrind) and of redis-server (a private
-one under callgrind), for a start, a check and, for the gateway, the two signed SMS status
-callbacks. Counts compare code with code on any machine; they are not time, and they leave out
+the instructions of the web process (the app run in a child under callgrind) and of
+redis-server (a private one under callgrind, counted while the app runs natively, its idle
+background per second taken off), for a start, a check and, for the gateway, the two signed
+SMS status callbacks. Counts compare code with code on any machine; they are not time, and they leave out
 what both apps share (gunicorn, sockets, the load generator).
 
-`python -m bench.instructions [--requests 200]`: needs valgrind and a redis-server (the
-machine's /usr/bin/redis-server when present, else the one on PATH); about 5 minutes.
+`python -m bench.instructions [--requests 300]`: needs valgrind and a redis-server (the
+machine's /usr/bin/redis-server when present, else the one on PATH); about 4 minutes.
 """
 from __future__ import annotations
 
@@ -241,7 +242,7 @@ def table(result: dict[str, Any]) -> str:
 def main() -> None:
     """Entry point: `python -m bench.instructions`."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--child", choices=tuple(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count-pid", type=int, help=argparse.SUPPRESS)
