@@ -44,8 +44,13 @@ local expires = after(ttl)
 redis.call('HSET', vf, 'status', 'pending', 'created', NOW_S, 'chain', chain,
            'channel', first, 'n', 1, 'expires', expires,
            'a1:ch', first, 'a1:st', 'queued', 'a1:rk', 0)
-for i = 12, #ARGV, 2 do redis.call('HSET', vf, ARGV[i], ARGV[i + 1]) end
-if hget(vf, 'id') then redis.call('HSET', vf, 'a1:at', NOW_S) end
+-- The caller's fields in one HSET (a redis.call costs as much as ~10 k instructions of Lua).
+local previous_form = false
+for i = 12, #ARGV, 2 do
+  if ARGV[i] == 'id' then previous_form = true end
+end
+if #ARGV >= 13 then redis.call('HSET', vf, unpack(ARGV, 12)) end
+if previous_form then redis.call('HSET', vf, 'a1:at', NOW_S) end
 keep_until(vf, tonumber(expires))
 if live ~= vf then keep_until(live, tonumber(expires), id) end
 if idem ~= vf then redis.call('SET', idem, body_hash .. '|' .. id, 'EX', idem_ttl) end
