@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from enum import Enum
+from functools import lru_cache
 
 
 class Status(str, Enum):

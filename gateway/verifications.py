@@ -93,7 +93,7 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     fields = {
         "to": number.e164, "country": number.country, "ntype": number.type.value,
         "max": s.max_check_attempts,
-        # Absent rather than empty or the default (store._decode's): every field costs bytes in
+        # Absent rather than empty or the default (records.decode's): every field costs bytes in
         # every pending hash, and Redis keeps it compact only while it is small.
         **({"locale": req.locale} if req.locale != "en" else {}),
         **({"ivr_mode": req.ivr_mode} if req.ivr_mode != "confirm" else {}),

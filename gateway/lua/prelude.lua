@@ -197,7 +197,7 @@ end
 -- caller never needs a second round trip to show the result or to schedule from it:
 -- {kind, value, time, the record's id (the end of its key), the record's fields (HGETALL)}.
 local function reply(key, kind, value)
-  return {kind, value or '', NOW_S, string.match(key, '[^:]+$'), redis.call('HGETALL', key)}
+  return {kind, value or '', NOW_S, id_of(key), redis.call('HGETALL', key)}
 end
 
 -- Move an attempt's status forward in rank (callbacks repeat and arrive out of order), noting
