@@ -20,8 +20,8 @@ def _chain(raw: str) -> tuple[Channel, ...]:
 
 
 def decode(raw: Mapping[bytes, bytes], verification_id: str = "") -> Verification:
-    """A record as stored; its id from the record (previous releases stored it, scripts answer it)
-    or else the one it was read by."""
+    """A record as stored; its id from the record (previous releases stored it) or else the one it
+    was read by (a script answers it beside the fields: prelude.lua reply())."""
     h = {k.decode(): v.decode() for k, v in raw.items()}
     get = h.get
     created = h["created"]
