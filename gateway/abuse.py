@@ -85,29 +85,15 @@ def check_number_type(svc: Services, number: PhoneNumber) -> None:
         raise DestinationBlocked(f"Numbers of type {number.type.value} are not allowed here.")
 
 
-def pump_keys(scope: str, scope_id: str, window: int, now: float, around: int = 0) -> list[str]:
-    """The buckets of a range's or country's pumping window at `now`, oldest first, the current
-    one last (around: that many more on either side)."""
-    size = max(window // BUCKETS, 1)
-    current = int(now // size)
-    return [keys.pump(scope, scope_id, b) for b in range(current - BUCKETS + 1 - around, current + 1 + around)]
-
-
-def _timed(svc: Services, payload: dict[str, Any], current_only: bool = False) -> Callable[[float], dict[str, Any]]:
-    """The request with the keys that depend on the time (the spend day, the pumping buckets)
-    chosen at a given time. The script checks them against Redis's clock, and the store chooses
-    again at Redis's time when they disagree (AbuseStore._clocked): Redis's clock decides."""
-    window = svc.settings.abuse.pumping_window
-    size = max(window // BUCKETS, 1)
+def _timed(svc: Services, payload: dict[str, Any]) -> Callable[[float], dict[str, Any]]:
+    """The request with the key that depends on the time (the spend day) chosen at a given time.
+    The script checks it against Redis's clock, and the store chooses again at Redis's time when
+    they disagree (AbuseStore._clocked): Redis's clock decides. (The pumping windows' buckets
+    are fields the scripts choose at Redis's time: conversion_lib.lua.)"""
 
     def at(now: float) -> dict[str, Any]:
         day = int(now // keys.DAY)
-        buckets = {scope: pump_keys(scope, payload[scope], window, now) for scope in ("prefix", "country")}
-        return payload | {
-            "keys": payload["keys"] | {"spend": keys.spend(day)},
-            "pump_keys": {scope: found[-1:] if current_only else found for scope, found in buckets.items()},
-            "clock": {"size": size, "bucket": int(now // size), "day": day},
-        }
+        return payload | {"keys": payload["keys"] | {"spend": keys.spend(day)}, "clock": {"day": day}}
     return at
 
 
@@ -147,6 +133,7 @@ def _payload(
         "converted": keys.converted(e164), "audit": keys.AUDIT, "refused": keys.metrics("refused"),
         "trips": keys.metrics("breaker_trips"), "warnings": keys.metrics("spend_warnings"), "breakers": keys.BREAKERS,
         "breaker_prefix": keys.breaker(f"prefix:{prefix}"), "breaker_country": keys.breaker(f"country:{country}"),
+        "window_prefix": keys.window("prefix", prefix), "window_country": keys.window("country", country),
     }
     return {
         "keys": named, "kind": kind, "idem": bool(idem), "number": e164, "user": user_id or "", "country": country,
@@ -218,9 +205,13 @@ def admit_start(
             raise Unavailable("The gateway's limits cannot be checked; try again shortly.") from exc
         if outcome.kind != "clock":
             break
-        svc.abuse.learn(outcome.value)  # the keys chosen by time were off: choose again at Redis's time
+        svc.abuse.learn(float(outcome.value))  # the keys chosen by time were off: choose again at Redis's time
     else:
         raise Unavailable("The gateway's limits cannot be checked; try again shortly.")
+    if outcome.now:
+        # Redis's time, for what this node still chooses by its clock (the spend day, the
+        # breakers shown): a day boundary alone would teach it too seldom.
+        svc.abuse.learn(outcome.now)
     admission = _logged(payload, admission_of(outcome.admission))
     if admission.refused == "backlog":
         raise Unavailable("The gateway's send queue is over its bound; try again shortly.",
@@ -283,30 +274,21 @@ def admit_confirmation(svc: Services, user_id: str) -> float:
 
 def conversion(svc: Services, to: str, country: str, user_id: str | None) -> Conversion:
     """What an approving check of a verification (its number, country, user) counts in its own
-    script: keys chosen at this node's clock corrected by Redis's (the script counts only if
-    Redis's clock agrees: counted())."""
+    script: in the windows' buckets at Redis's time."""
     a = svc.settings.abuse
-    size, now, prefix = max(a.pumping_window // BUCKETS, 1), svc.abuse.now(), prefix_of(to)
-    return Conversion(
-        keys.converted(to), pump_keys("prefix", prefix, a.pumping_window, now)[-1],
-        pump_keys("country", country, a.pumping_window, now)[-1], int(now // size), size,
-        a.pumping_window, BUCKETS, a.converted_memory, user_id or "",
-    )
-
-
-def counted(chosen: Conversion, redis_now: float) -> bool:
-    """Whether the check script counted its conversion: Redis's time was in the chosen bucket."""
-    return int(redis_now // chosen.size) == chosen.bucket
+    return Conversion(keys.converted(to), keys.window("prefix", prefix_of(to)), keys.window("country", country),
+                      a.pumping_window, BUCKETS, a.converted_memory, user_id or "")
 
 
 def converted(svc: Services, v: Verification) -> None:
     """An approved verification: a conversion in the pumping windows; its number is trusted from now on."""
     a = svc.settings.abuse
     try:
-        svc.abuse.converted(_timed(svc, {
-            "keys": {"converted": keys.converted(v.to)}, "prefix": prefix_of(v.to), "country": v.country,
+        svc.abuse.converted({
+            "keys": {"converted": keys.converted(v.to), "window_prefix": keys.window("prefix", prefix_of(v.to)),
+                     "window_country": keys.window("country", v.country)},
             "user": v.user_id or "", "window": a.pumping_window, "buckets": BUCKETS, "memory": a.converted_memory,
-        }, current_only=True))
+        })
     except redis.exceptions.RedisError as exc:
         # The approval stands; one lost conversion only makes the breakers a little stricter.
         log.warning("conversion not counted for %s: %s", v.id, exc)

@@ -50,9 +50,9 @@ def _text(value: object) -> str:
 
 
 def _keyed(payload: dict[str, Any], before: int = 0) -> tuple[list[str], list[str]]:
-    """KEYS from a request's named keys ('keys': name -> key, 'pump_keys': scope -> keys), and
-    ARGV: the request as JSON with each key replaced by its position in KEYS (abuse_lib.lua),
-    after `before` keys of another script run in the same call."""
+    """KEYS from a request's named keys ('keys': name -> key), and ARGV: the request as JSON with
+    each key replaced by its position in KEYS (abuse_lib.lua), after `before` keys of another
+    script run in the same call."""
     declared: list[str] = []
 
     def at(key: str) -> int:
@@ -61,7 +61,6 @@ def _keyed(payload: dict[str, Any], before: int = 0) -> tuple[list[str], list[st
 
     request = dict(payload)
     request["keys"] = {name: at(key) for name, key in payload["keys"].items()}
-    request["pump_keys"] = {scope: [at(k) for k in found] for scope, found in payload.get("pump_keys", {}).items()}
     return declared, [json.dumps(request)]
 
 
@@ -71,13 +70,12 @@ class AbuseStore:
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
         self.offset = 0.0  # Redis's clock minus this node's, as Redis last said (_clocked)
-        lib = (_LUA / "abuse_lib.lua").read_text()
+        lib, windows = (_LUA / "abuse_lib.lua").read_text(), (_LUA / "conversion_lib.lua").read_text()
         self._scripts = {
-            name: connection.register_script(lib + (_LUA / f"{name}.lua").read_text())
-            for name in ("admit", "breaker_reset", "refused")
+            name: connection.register_script(lib + (windows if name in ("admit", "convert") else "")
+                                             + (_LUA / f"{name}.lua").read_text())
+            for name in ("admit", "convert", "breaker_reset", "refused")
         }
-        self._scripts["convert"] = connection.register_script(
-            lib + (_LUA / "conversion_lib.lua").read_text() + (_LUA / "convert.lua").read_text())
 
     def _run(self, name: str, payload: dict[str, Any]) -> Any:
         script_keys, args = _keyed(payload)
@@ -94,7 +92,7 @@ class AbuseStore:
             reply = [_text(v) for v in self._run(name, build(self.now()))]
             if reply[0] != "clock":
                 return reply
-            self.learn(reply[1])
+            self.learn(float(reply[1]))
         raise redis.exceptions.RedisError("Redis's clock kept moving past the keys chosen for it")
 
     def placed(self, payload: dict[str, Any], before: int) -> tuple[list[str], str]:
@@ -103,18 +101,18 @@ class AbuseStore:
         declared, args = _keyed(payload, before)
         return declared, args[0]
 
-    def learn(self, redis_time: str) -> None:
-        """Redis's clock (a 'clock' answer), for the keys chosen by time from now on."""
-        self.offset = float(redis_time) - time.time()
+    def learn(self, redis_time: float) -> None:
+        """Redis's clock (a 'clock' answer, a script's time), for the keys chosen by time from now on."""
+        self.offset = redis_time - time.time()
 
     def admit(self, build: Callable[[float], dict[str, Any]]) -> Admission:
         """Run every limit, breaker and budget for one send atomically, counting it if admitted
         (build: the request with its keys chosen at a given time)."""
         return admission_of(self._clocked("admit", build))
 
-    def converted(self, build: Callable[[float], dict[str, Any]]) -> None:
-        """Count a conversion in the windows and remember the converted number (build: as for admit)."""
-        self._clocked("convert", build)
+    def converted(self, payload: dict[str, Any]) -> None:
+        """Count a conversion in the windows and remember the converted number, at Redis's time."""
+        self._run("convert", payload)
 
     def refused(self, record: dict[str, Any], audit_retention: int) -> None:
         """Count and audit a refusal decided outside the admission (the send cap of a verification),

@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway import keys
-from gateway.abuse import BUCKETS, MICRO, pump_keys
+from gateway.abuse import MICRO
 from gateway.abuse_store import Breaker
 from gateway.errors import InvalidRequest
 
@@ -44,13 +44,10 @@ def reset(svc: "Services", scope: str, breaker_id: str, operator: str) -> bool:
         raise InvalidRequest(f"'scope' must be one of {', '.join(SCOPES)}.")
     if not (breaker_id.isdigit() if scope == "prefix" else breaker_id.isalpha() and breaker_id.isupper()):
         raise InvalidRequest("A prefix breaker is named by digits (48600), a country one by its code (PL).")
-    a = svc.settings.abuse
     member = f"{scope}:{breaker_id}"
     was = svc.abuse.reset_breaker({
         "keys": {"breaker": keys.breaker(member), "breakers": keys.BREAKERS, "audit": keys.AUDIT,
-                 "resets": keys.metrics("breaker_resets")},
-        # One bucket more on either side than the window: a node's clock a little off clears all the same.
-        "pump_keys": {"window": pump_keys(scope, breaker_id, a.pumping_window, svc.abuse.now(), around=1)},
+                 "resets": keys.metrics("breaker_resets"), "window": keys.window(scope, breaker_id)},
         "scope": scope, "id": breaker_id, "audit_retention_ms": svc.settings.audit_retention * 1000, "operator": operator,
         "server_name": svc.settings.server_name,
     })

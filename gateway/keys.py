@@ -132,9 +132,10 @@ def limit_pattern(axis: str, *parts: str) -> str:
     return limit(axis, *parts, "*")
 
 
-def pump(scope: str, scope_id: str, bucket: int) -> str:
-    """Sends and conversions of a range or country in one bucket of the pumping window."""
-    return f"gw:pump:{scope}:{scope_id}:{bucket}"
+def window(scope: str, scope_id: str) -> str:
+    """A range's or country's pumping window: sends and conversions by bucket, in one hash
+    (fields 's<bucket>' and 'c<bucket>', chosen and pruned by the scripts at Redis's time)."""
+    return f"gw:window:{scope}:{scope_id}"
 
 
 def breaker(member: str) -> str:

@@ -73,13 +73,11 @@ class Allowance:
 @dataclass(frozen=True)
 class Conversion:
     """What an approving check counts in its own script (abuse.md): its keys (the number's
-    converted mark, the current pumping buckets, chosen at `bucket` of `size` seconds) and how."""
+    converted mark, the range's and country's pumping windows) and how."""
 
     converted: str
-    prefix_bucket: str
-    country_bucket: str
-    bucket: int
-    size: int
+    prefix_window: str
+    country_window: str
     window: int
     buckets: int
     memory: int
@@ -143,12 +141,12 @@ class Store(SendQueue, UserStore, ConsoleStore):
             (name, connection.register_script(prelude + (_LUA / f"{name}.lua").read_text()))
             for name in ("totp_use", "tokens_import", "token_assign", "record_action", "check_gate")
         )
-        # A start is one call: admit.lua (on abuse_lib.lua, its request the last argument, its keys
-        # after create's) and, only when it admits, create.lua. Answers {admission} or
-        # {admission, create's reply}.
+        # A start is one call: admit.lua (on abuse_lib.lua and conversion_lib.lua, its request the
+        # last argument, its keys after create's) and, only when it admits, create.lua. Answers
+        # {admission} or {admission, create's reply}.
         self._scripts["start"] = connection.register_script(
             prelude + live_lib + "local function admit(ARGV)\n" + (_LUA / "abuse_lib.lua").read_text()
-            + (_LUA / "admit.lua").read_text() + "\nend\n"
+            + (_LUA / "conversion_lib.lua").read_text() + (_LUA / "admit.lua").read_text() + "\nend\n"
             + "local function create()\n" + (_LUA / "create.lua").read_text() + "\nend\n"
             + "if live_moved() then return {{'changed', ''}} end\n"  # before anything is counted
             + "local admitted = admit({table.remove(ARGV)})\n"
@@ -284,16 +282,16 @@ class Store(SendQueue, UserStore, ConsoleStore):
         recovery codes; count failures. message: (MessageSid, ttl) of an inbound SMS carrying the
         code: kind 'repeat' when it was checked before. allowance: count the check against it
         first; kind 'refused' (value: seconds to wait) when it is used up. conversion: counted by
-        an approval when Redis's time (Outcome.now) is in its bucket (abuse.counted)."""
+        an approval, in the windows' buckets at Redis's time."""
         vf = key_for(verification_id)
         script_keys = [vf, AUDIT_STREAM, TIMERS, user_key(user_id) if user_id else vf,
                        inbound_key(message[0]) if message else vf, allowance.key if allowance else vf,
                        keys.metrics("refused")]
-        script_keys += ([conversion.converted, conversion.prefix_bucket, conversion.country_bucket]
+        script_keys += ([conversion.converted, conversion.prefix_window, conversion.country_window]
                         if conversion else [vf, vf, vf])
         limit = (allowance.limit, allowance.window) if allowance else ("", "")
         counted = "" if conversion is None else json.dumps(
-            {k: getattr(conversion, k) for k in ("bucket", "size", "window", "buckets", "memory", "user")})
+            {k: getattr(conversion, k) for k in ("window", "buckets", "memory", "user")})
         return self._run("check", script_keys, mode, message[1] if message else "", *limit, counted, *values)
 
     def finish(

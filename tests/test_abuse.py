@@ -242,6 +242,25 @@ def test_no_fallback_call_after_an_sms_to_a_tripped_prefix(make, redis_db) -> No
     assert body["status"] == "failed" and [a["channel"] for a in body["attempts"]] == ["sms"]
 
 
+def test_the_pumping_window_slides_by_bucket_and_prunes_what_left_it(make, redis_db) -> None:
+    # One hash per range: sends in 's<bucket>', buckets of PUMPING_WINDOW / 6 seconds by Redis's
+    # clock. Sends five buckets back still count; six back they have left the window, and a send
+    # deletes them (and any to twelve back), so the hash never grows past the window.
+    app, client = make(pumping_min_sends=3, pumping_window=6000)  # buckets of 1000 s
+    window = "gw:window:prefix:48600"
+    for _ in range(3):  # a bucket boundary passing mid-test: take it again
+        redis_db.delete(window)
+        now = redis_db.time()[0] // 1000
+        redis_db.hset(window, mapping={f"s{now - 6}": 100, f"c{now - 6}": 0, f"s{now - 12}": 50, f"s{now - 5}": 2})
+        first = start(client, numbers("+48600", 1)[0]).status_code
+        if redis_db.time()[0] // 1000 == now:
+            break
+    assert first == 201  # 2 sends in the window, not 152
+    assert set(redis_db.hkeys(window)) == {f"s{now - 5}".encode(), f"s{now}".encode()}
+    assert 0 < redis_db.ttl(window) <= 7000
+    assert refused(start(client, numbers("+48600", 2)[1]), "fraud_suspected")  # 3 sends, none converted
+
+
 # -- spend caps -----------------------------------------------------------------------------
 def test_daily_budget_warns_at_80_percent_and_refuses_at_100(make) -> None:
     app, client = make(daily_budget=0.1, daily_budget_per_country=0)  # PL SMS: 0.04 each

@@ -1,24 +1,20 @@
 -- Shared by the abuse scripts (before the script). ARGV[1] is the request (JSON); its `keys`
--- name each key by its position in KEYS and `pump_keys` list a pumping window's buckets, oldest
--- first (gateway/abuse_store.py `_keyed`), so every key is declared and none is spelled here.
+-- name each key by its position in KEYS (gateway/abuse_store.py `_keyed`), so every key is
+-- declared and none is spelled here.
 -- "Now" is Redis's clock, as in prelude.lua.
 local TIME = redis.call('TIME')
 local SEC = tonumber(TIME[1])
 local NOW = SEC + tonumber(TIME[2]) / 1000000
 local p = cjson.decode(ARGV[1])
-local K, PUMP = {}, {}
+local K = {}
 for name, at in pairs(p.keys) do K[name] = KEYS[at] end
-for scope, list in pairs(p.pump_keys) do
-  PUMP[scope] = {}
-  for i, at in ipairs(list) do PUMP[scope][i] = KEYS[at] end
-end
 
--- The caller chose the keys that depend on the time (the spend day, the pumping buckets:
--- p.clock) by its own clock. When Redis's clock says otherwise the script changes nothing and
--- answers {'clock', Redis's time}; the caller chooses again (gateway/abuse_store.py _clocked).
+-- The caller chose the key that depends on the time (the spend day: p.clock) by its own clock.
+-- When Redis's clock says otherwise the script changes nothing and answers {'clock', Redis's
+-- time}; the caller chooses again (gateway/abuse_store.py _clocked).
 local function clock_disagrees()
   local c = p.clock
-  return c ~= nil and (math.floor(SEC / c.size) ~= c.bucket or math.floor(SEC / 86400) ~= c.day)
+  return c ~= nil and math.floor(SEC / 86400) ~= c.day
 end
 local CLOCK = {'clock', string.format('%.6f', NOW)}
 

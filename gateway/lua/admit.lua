@@ -1,7 +1,8 @@
 -- Admission of one send (a start, a resend or a fallback): every limit, breaker and budget
 -- in one atomic call. Nothing is counted unless everything admits, so a refused request
 -- spends nobody's allowance. Every key comes in KEYS, named by the request (abuse_lib.lua);
--- the pumping buckets and the spend day are chosen by the caller (gateway/abuse.py _timed).
+-- the spend day is chosen by the caller (gateway/abuse.py _timed), the pumping windows' buckets
+-- here at Redis's time (conversion_lib.lua).
 -- ARGV[1]: the request (JSON, see gateway/abuse.py `_payload`).
 -- Answers {'ok', warn ('' or scope list), tripped ('' or scope:id)} or
 --         {'refused', reason, retry_after, tripped}.
@@ -38,18 +39,7 @@ local function bump(key, window)
   if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, window) end
 end
 
--- Sends and conversions in the sliding window, summed over BUCKETS buckets (no scans).
 local pump = p.pump
-local bucket_size = math.max(math.floor(pump.window / pump.buckets), 1)
-local function window_stats(scope)
-  local sends, conversions = 0, 0
-  for _, key in ipairs(PUMP[scope]) do
-    local v = redis.call('HMGET', key, 's', 'c')
-    sends = sends + (tonumber(v[1]) or 0)
-    conversions = conversions + (tonumber(v[2]) or 0)
-  end
-  return sends, conversions
-end
 
 -- Trip a breaker: refuse sends to the scope for the cool-off, visibly and audited.
 local function trip(scope, id, sends, conversions)
@@ -72,7 +62,7 @@ local function breaker(scope, id, min_sends)
   local key = K['breaker_' .. scope]
   if redis.call('EXISTS', key) == 1 then return ttl_of(key, pump.cooloff) end
   if min_sends <= 0 then return nil end
-  local sends, conversions = window_stats(scope)
+  local sends, conversions = window_sum(K['window_' .. scope], pump, SEC)
   if sends >= min_sends and conversions < pump.min_conversion * sends then
     tripped = trip(scope, id, sends, conversions)
     return pump.cooloff
@@ -149,12 +139,8 @@ if L.global[1] > 0 then bump(K.global, L.global[2]) end
 local warn = ''
 if p.paid then
   if p.confirm_call and L.confirm[1] > 0 then bump(K.confirm, L.confirm[2]) end
-  local keep = bucket_size * (pump.buckets + 1)
-  for _, scope in ipairs({'prefix', 'country'}) do
-    local key = PUMP[scope][#PUMP[scope]]  -- the current bucket
-    redis.call('HINCRBY', key, 's', 1)
-    redis.call('EXPIRE', key, keep)
-  end
+  window_add(K.window_prefix, 's', pump, SEC)
+  window_add(K.window_country, 's', pump, SEC)
   -- Spend is counted for converted numbers too: they pass the cap, not the books.
   local global_now = redis.call('HINCRBY', spend_key, '*', s.cost)
   local country_now = redis.call('HINCRBY', spend_key, p.country, s.cost)

@@ -1,10 +1,10 @@
 -- KEYS: vf, audit stream, timers, user hash ('recovery'; vf again otherwise), inbound message
 -- marker (vf again when none), the user's check counter (vf again when not counted), refusal
--- counter, the number's converted mark and the prefix's and country's current pumping buckets
--- (vf again when not counted), then the ending keys (prelude.lua). ARGV[5..]: mode ('digest',
+-- counter, the number's converted mark and the prefix's and country's pumping windows (vf
+-- again when not counted), then the ending keys (prelude.lua). ARGV[5..]: mode ('digest',
 -- 'verdict' or 'recovery'), the marker's ttl ('' without a marker), the check allowance and its
--- window ('' '': not counted), the conversion an approval counts ({bucket, size, window,
--- buckets, memory, user} JSON; '' none), then the verdict ('1'/'0') or the candidate's digests:
+-- window ('' '': not counted), the conversion an approval counts ({window, buckets, memory,
+-- user} JSON; '' none), then the verdict ('1'/'0') or the candidate's digests:
 -- one per server key (the current one, then GATEWAY_SECRET_KEY_PREVIOUS), so a code digested
 -- before a key rotation still checks.
 -- A right code approves exactly once; wrong ones count toward the limit. A recovery code is
@@ -51,12 +51,7 @@ else
 end
 if ok then
   local record = finish(vf, stream, 'approved', '')
-  -- Counted only in the buckets the caller chose if Redis's clock agrees; else the caller counts
-  -- it (convert.lua) at Redis's time, which it reads in this answer.
-  local sec = tonumber(TIME[1])
-  if conversion and math.floor(sec / conversion.size) == conversion.bucket then
-    count_conversion(KEYS[8], KEYS[9], KEYS[10], conversion, sec)
-  end
+  if conversion then count_conversion(KEYS[8], KEYS[9], KEYS[10], conversion, tonumber(TIME[1])) end
   return reply(vf, 'valid', record)
 end
 local fails = redis.call('HINCRBY', vf, 'fails', 1)

@@ -1,12 +1,51 @@
--- Counting a conversion, shared by convert.lua and check.lua (an approving check counts its
--- own): one in the prefix's and the country's current pumping buckets, and the number (and
--- the user with it) remembered as converted. sec: Redis's time (whole seconds).
-local function count_conversion(converted, prefix_bucket, country_bucket, c, sec)
-  local bucket_size = math.max(math.floor(c.window / c.buckets), 1)
-  for _, key in ipairs({prefix_bucket, country_bucket}) do
-    redis.call('HINCRBY', key, 'c', 1)
-    redis.call('EXPIRE', key, bucket_size * (c.buckets + 1))
+-- The pumping windows (docs/abuse.md), shared by admit.lua, convert.lua and check.lua. A range's
+-- or a country's window is one hash: sends in fields 's<bucket>', conversions in 'c<bucket>',
+-- buckets of window / buckets seconds numbered by Redis's clock (sec, whole seconds), so the
+-- window slides by one bucket and no caller chooses a key by its own clock. w: {window, buckets}.
+local function window_bucket(w, sec)
+  local size = math.max(math.floor(w.window / w.buckets), 1)
+  return math.floor(sec / size), size
+end
+
+-- Sends and conversions in the window: the current bucket and the buckets - 1 before it, one read.
+local function window_sum(key, w, sec)
+  local current = window_bucket(w, sec)
+  local fields = {}
+  for b = current - w.buckets + 1, current do
+    fields[#fields + 1] = 's' .. b
+    fields[#fields + 1] = 'c' .. b
   end
+  local v = redis.call('HMGET', key, unpack(fields))
+  local sends, conversions = 0, 0
+  for i = 1, #v, 2 do
+    sends = sends + (tonumber(v[i]) or 0)
+    conversions = conversions + (tonumber(v[i + 1]) or 0)
+  end
+  return sends, conversions
+end
+
+-- One send ('s') or conversion ('c') in the current bucket. The hash lives buckets + 1 buckets
+-- after its last write, so at a write in bucket b its previous write was in b - buckets - 1 or
+-- later and, every write pruning as this one does, it holds no field older than b - 2 * buckets:
+-- deleting the buckets from there to b - buckets leaves only the window's (bounded, no scan).
+local function window_add(key, what, w, sec)
+  local current, size = window_bucket(w, sec)
+  redis.call('HINCRBY', key, what .. current, 1)
+  local old = {}
+  for b = current - 2 * w.buckets, current - w.buckets do
+    old[#old + 1] = 's' .. b
+    old[#old + 1] = 'c' .. b
+  end
+  redis.call('HDEL', key, unpack(old))
+  redis.call('EXPIRE', key, size * (w.buckets + 1))
+end
+
+-- Counting a conversion, shared by convert.lua and check.lua (an approving check counts its
+-- own): one in the prefix's and the country's windows, and the number (and the user with it)
+-- remembered as converted. c: {window, buckets, memory, user}; sec: Redis's time.
+local function count_conversion(converted, prefix_window, country_window, c, sec)
+  window_add(prefix_window, 'c', c, sec)
+  window_add(country_window, 'c', c, sec)
   if c.memory > 0 then
     redis.call('HSET', converted, 'at', sec)
     if c.user ~= '' then redis.call('HSET', converted, 'u:' .. c.user, sec) end
