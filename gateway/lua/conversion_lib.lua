@@ -7,30 +7,37 @@ local function window_bucket(w, sec)
   return math.floor(sec / size), size
 end
 
--- Sends and conversions in the window: the current bucket and the buckets - 1 before it, one read.
+-- Sends and conversions in the window: the current bucket and the buckets - 1 before it. The
+-- hash holds at most a few buckets more (window_add), so it is read whole: no field names to
+-- build, and a bucket's number read back only for the fields there are.
 local function window_sum(key, w, sec)
   local current = window_bucket(w, sec)
-  local fields = {}
-  for b = current - w.buckets + 1, current do
-    fields[#fields + 1] = 's' .. b
-    fields[#fields + 1] = 'c' .. b
-  end
-  local v = redis.call('HMGET', key, unpack(fields))
+  local first = current - w.buckets + 1
+  local v = redis.call('HGETALL', key)
   local sends, conversions = 0, 0
   for i = 1, #v, 2 do
-    sends = sends + (tonumber(v[i]) or 0)
-    conversions = conversions + (tonumber(v[i + 1]) or 0)
+    local field = v[i]
+    local b = tonumber(string.sub(field, 2))
+    if b and b >= first and b <= current then
+      if string.byte(field) == 115 then  -- 's'
+        sends = sends + tonumber(v[i + 1])
+      else
+        conversions = conversions + tonumber(v[i + 1])
+      end
+    end
   end
   return sends, conversions
 end
 
--- One send ('s') or conversion ('c') in the current bucket. The hash lives buckets + 1 buckets
--- after its last write, so at a write in bucket b its previous write was in b - buckets - 1 or
--- later and, every write pruning as this one does, it holds no field older than b - 2 * buckets:
--- deleting the buckets from there to b - buckets leaves only the window's (bounded, no scan).
+-- One send ('s') or conversion ('c') in the current bucket. Only the first write of a field in
+-- a bucket prunes and renews the hash's life (buckets + 1 buckets), so the hash lives past
+-- every bucket of its window. Then at a bucket b's first write the hash's last write was in
+-- b - buckets - 1 or later and, every bucket's first write pruning as this one does, it holds
+-- no field older than b - 2 * buckets: deleting the buckets from there to b - buckets leaves
+-- only the window's (bounded, no scan).
 local function window_add(key, what, w, sec)
   local current, size = window_bucket(w, sec)
-  redis.call('HINCRBY', key, what .. current, 1)
+  if redis.call('HINCRBY', key, what .. current, 1) > 1 then return end
   local old = {}
   for b = current - 2 * w.buckets, current - w.buckets do
     old[#old + 1] = 's' .. b
