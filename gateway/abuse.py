@@ -180,7 +180,7 @@ def _logged(payload: dict[str, Any], admission: Admission) -> Admission:
 
 # Store.create for one start, given the time its keys are chosen at and its admission (the
 # admission's keys and request, given how many keys of the create script come before them).
-Created = Callable[[float, Callable[[int], tuple[list[str], str]]], Outcome]
+Created = Callable[[float, Callable[[int], tuple[list[str], bytes]]], Outcome]
 
 
 def admit_start(

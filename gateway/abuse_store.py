@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import redis
 
 from gateway import keys
@@ -49,10 +50,11 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _keyed(payload: dict[str, Any], before: int = 0) -> tuple[list[str], list[str]]:
-    """KEYS from a request's named keys ('keys': name -> key), and ARGV: the request as JSON with
-    each key replaced by its position in KEYS (abuse_lib.lua), after `before` keys of another
-    script run in the same call."""
+def _keyed(payload: dict[str, Any], before: int = 0) -> tuple[list[str], bytes]:
+    """KEYS from a request's named keys ('keys': name -> key), and the ARGV that carries the
+    request: packed with MessagePack (Redis's Lua has cmsgpack; packing is ~3x faster than
+    json.dumps, and unpacking a little faster than cjson), each key replaced by its position in
+    KEYS (abuse_lib.lua), after `before` keys of another script run in the same call."""
     declared: list[str] = []
 
     def at(key: str) -> int:
@@ -61,7 +63,7 @@ def _keyed(payload: dict[str, Any], before: int = 0) -> tuple[list[str], list[st
 
     request = dict(payload)
     request["keys"] = {name: at(key) for name, key in payload["keys"].items()}
-    return declared, [json.dumps(request)]
+    return declared, msgpack.packb(request)
 
 
 class AbuseStore:
@@ -78,8 +80,8 @@ class AbuseStore:
         }
 
     def _run(self, name: str, payload: dict[str, Any]) -> Any:
-        script_keys, args = _keyed(payload)
-        return self._scripts[name](keys=script_keys, args=args)
+        script_keys, request = _keyed(payload)
+        return self._scripts[name](keys=script_keys, args=[request])
 
     def now(self) -> float:
         """This node's clock corrected by what Redis's clock last said (the keys chosen by time)."""
@@ -95,11 +97,10 @@ class AbuseStore:
             self.learn(float(reply[1]))
         raise redis.exceptions.RedisError("Redis's clock kept moving past the keys chosen for it")
 
-    def placed(self, payload: dict[str, Any], before: int) -> tuple[list[str], str]:
-        """A request's keys and JSON for a call that runs admit.lua after `before` keys of its own
-        (a start: Store.create)."""
-        declared, args = _keyed(payload, before)
-        return declared, args[0]
+    def placed(self, payload: dict[str, Any], before: int) -> tuple[list[str], bytes]:
+        """A request's keys and packed request for a call that runs admit.lua after `before` keys
+        of its own (a start: Store.create)."""
+        return _keyed(payload, before)
 
     def learn(self, redis_time: float) -> None:
         """Redis's clock (a 'clock' answer, a script's time), for the keys chosen by time from now on."""

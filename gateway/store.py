@@ -170,7 +170,7 @@ class Store(SendQueue, UserStore, ConsoleStore):
         return script_keys + keys.ending(script_keys[0][len(key_for("")):], time.time())
 
     def _run(self, name: str, script_keys: list[str], *args: object) -> Outcome:
-        reply, replicated = self._call(name, self._declared(name, script_keys), self._context() + [str(a) for a in args])
+        reply, replicated = self._call(name, self._declared(name, script_keys), self._context() + [a if isinstance(a, bytes) else str(a) for a in args])
         if name == "start":  # {admission} when it did not admit, else {admission, create's reply}
             admission = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in reply[0])  # type: ignore[union-attr]
             if len(reply) == 1:  # 'refused' or 'clock' (then the value is Redis's time)
@@ -227,7 +227,7 @@ class Store(SendQueue, UserStore, ConsoleStore):
         to: str,
         idempotency: tuple[str, str] | None,
         live_key: str | None = None,
-        admission: Callable[[int], tuple[list[str], str]] | None = None,
+        admission: Callable[[int], tuple[list[str], bytes]] | None = None,
     ) -> Outcome:
         """Create a verification with its first delivery due now, unless idempotency, a live one or a
         block says otherwise. chains: the plan for a number that may get SMS, and for one that

@@ -102,7 +102,7 @@ def start(svc: Services, req: StartRequest, idempotency_key: str | None) -> tupl
     }
     plans = tuple(Chain([c.value for c in chain], ttl_for(svc, chain[0], opts.ttl) if chain else 0) for chain in chains)
 
-    def create(now: float, admission: Callable[[int], tuple[list[str], str]]) -> Outcome:
+    def create(now: float, admission: Callable[[int], tuple[list[str], bytes]]) -> Outcome:
         # The id carries the UTC day it starts, so that whichever script ends it is given that
         # day's usage counters (keys.ending): the day of the admission's keys, which the script
         # refuses (and this is asked again) unless Redis's clock agrees. Its record's times are Redis's.

@@ -1,11 +1,11 @@
--- Shared by the abuse scripts (before the script). ARGV[1] is the request (JSON); its `keys`
+-- Shared by the abuse scripts (before the script). ARGV[1] is the request (MessagePack); its `keys`
 -- name each key by its position in KEYS (gateway/abuse_store.py `_keyed`), so every key is
 -- declared and none is spelled here.
 -- "Now" is Redis's clock, as in prelude.lua.
 local TIME = redis.call('TIME')
 local SEC = tonumber(TIME[1])
 local NOW = SEC + tonumber(TIME[2]) / 1000000
-local p = cjson.decode(ARGV[1])
+local p = cmsgpack.unpack(ARGV[1])
 local K = {}
 for name, at in pairs(p.keys) do K[name] = KEYS[at] end
 

@@ -3,7 +3,7 @@
 -- spends nobody's allowance. Every key comes in KEYS, named by the request (abuse_lib.lua);
 -- the spend day is chosen by the caller (gateway/abuse.py _timed), the pumping windows' buckets
 -- here at Redis's time (conversion_lib.lua).
--- ARGV[1]: the request (JSON, see gateway/abuse.py `_payload`).
+-- ARGV[1]: the request (MessagePack, see gateway/abuse.py `_payload`).
 -- Answers {'ok', warn ('' or scope list), tripped ('' or scope:id)} or
 --         {'refused', reason, retry_after, tripped}.
 if clock_disagrees() then return CLOCK end

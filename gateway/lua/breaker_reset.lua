@@ -1,6 +1,6 @@
 -- An operator resets a breaker: it closes at once, its window starts afresh, and the reset
 -- is audited. ARGV[1]: {keys: {breaker, breakers, audit, resets, window}, scope, id,
--- audit_retention_ms, operator, server_name} (JSON; after abuse_lib.lua)
+-- audit_retention_ms, operator, server_name} (MessagePack; after abuse_lib.lua)
 -- Answers 1 when the breaker was tripped, else 0 (the window is cleared either way).
 local was = redis.call('DEL', K.breaker)
 redis.call('ZREM', K.breakers, p.scope .. ':' .. p.id)
