@@ -12,8 +12,11 @@ if p.idem and redis.call('EXISTS', K.idem) == 1 then return {'ok', '', ''} end
 -- The send backlog's bound (SEND_BACKLOG_MAX; p.backlog, with K.outbox, starts only):
 -- past it a start is refused before anything is counted or written, rather than queueing a
 -- send that would go out late. Due entries only: retries waiting for their time are not backlog.
+-- The whole queue's size first (ZCARD is O(1)): counting the due ones walks a small queue's
+-- entries, parsing each score, and the queue is nearly always far below the bound.
 local backlog = p.backlog
-if backlog and backlog > 0 and redis.call('ZCOUNT', K.outbox, '-inf', NOW) > backlog then
+if backlog and backlog > 0 and redis.call('ZCARD', K.outbox) > backlog
+    and redis.call('ZCOUNT', K.outbox, '-inf', NOW) > backlog then
   return {'refused', 'backlog', '0', ''}
 end
 
@@ -49,7 +52,7 @@ local function trip(scope, id, sends, conversions)
   redis.call('SET', K['breaker_' .. scope], state, 'EX', pump.cooloff)
   redis.call('ZADD', K.breakers, until_, scope .. ':' .. id)
   redis.call('ZREMRANGEBYSCORE', K.breakers, '-inf', NOW)
-  redis.call('HINCRBY', K.trips, scope, 1)
+  redis.call('HINCRBY', K.trips, scope, '1')
   audit({event = 'breaker_trip', scope = scope, breaker = id, sends = sends, conversions = conversions,
          server_name = p.record.server_name, ended_at = NOW, created_at = NOW})
   return scope .. ':' .. id
@@ -122,7 +125,7 @@ if not reason and p.paid and not converted then
 end
 
 if reason then
-  redis.call('HINCRBY', K.refused, reason, 1)
+  redis.call('HINCRBY', K.refused, reason, '1')
   local record = p.record
   record.reason, record.created_at, record.ended_at = reason, NOW, NOW
   audit(record)
@@ -153,7 +156,7 @@ if p.paid then
       and country_now - s.cost < 0.8 * s.country_budget then
     warned[#warned + 1] = p.country
   end
-  for _, scope in ipairs(warned) do redis.call('HINCRBY', K.warnings, scope, 1) end
+  for _, scope in ipairs(warned) do redis.call('HINCRBY', K.warnings, scope, '1') end
   warn = table.concat(warned, ',')
 end
 return {'ok', warn, tripped}

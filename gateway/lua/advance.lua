@@ -36,5 +36,5 @@ keep_until(vf, tonumber(expires))
 redis.call('ZADD', outbox, NOW_S, id_of(vf) .. ':' .. n)  -- due now: the senders take it
 redis.call('ZADD', TIMERS, 'LT', expires, id_of(vf))  -- the new attempt may expire before the timer
 redis.call('LPUSH', wake, '1')  -- one token at most: it wakes one idle sender
-redis.call('LTRIM', wake, 0, 0)
+redis.call('LTRIM', wake, '0', '0')
 return reply(vf, 'advanced', tostring(n))

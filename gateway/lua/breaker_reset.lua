@@ -8,6 +8,6 @@ redis.call('DEL', K.window)
 if was == 1 then
   audit({event = 'breaker_reset', scope = p.scope, breaker = p.id, operator = p.operator,
          server_name = p.server_name, created_at = NOW, ended_at = NOW})
-  redis.call('HINCRBY', K.resets, p.scope, 1)
+  redis.call('HINCRBY', K.resets, p.scope, '1')
 end
 return was

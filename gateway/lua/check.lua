@@ -54,7 +54,7 @@ if ok then
   if conversion then count_conversion(KEYS[8], KEYS[9], KEYS[10], conversion, tonumber(TIME[1])) end
   return reply(vf, 'valid', record)
 end
-local fails = redis.call('HINCRBY', vf, 'fails', 1)
+local fails = redis.call('HINCRBY', vf, 'fails', '1')
 if fails >= tonumber(hget(vf, 'max')) then
   return reply(vf, 'invalid_ended', finish(vf, stream, 'denied', 'max_attempts'))
 end

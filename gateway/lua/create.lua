@@ -42,8 +42,8 @@ local expires = after(ttl)
 -- caller asks for the previous release's form by passing the id among the fields (Store
 -- previous_release_records): that release needs both (docs/performance.md).
 redis.call('HSET', vf, 'status', 'pending', 'created', NOW_S, 'chain', chain,
-           'channel', first, 'n', 1, 'expires', expires,
-           'a1:ch', first, 'a1:st', 'queued', 'a1:rk', 0)
+           'channel', first, 'n', '1', 'expires', expires,
+           'a1:ch', first, 'a1:st', 'queued', 'a1:rk', '0')
 -- The caller's fields in one HSET (a redis.call costs as much as ~10 k instructions of Lua).
 local previous_form = false
 for i = 12, #ARGV, 2 do
@@ -54,9 +54,9 @@ if previous_form then redis.call('HSET', vf, 'a1:at', NOW_S) end
 keep_until(vf, tonumber(expires))
 if live ~= vf then keep_until(live, tonumber(expires), id) end
 if idem ~= vf then redis.call('SET', idem, body_hash .. '|' .. id, 'EX', idem_ttl) end
-redis.call('HINCRBY', started, first, 1)
+redis.call('HINCRBY', started, first, '1')
 redis.call('ZADD', outbox, NOW_S, id .. ':1')
 redis.call('ZADD', timers, expires, id)
 redis.call('LPUSH', wake, '1')  -- one token at most: it wakes one idle sender
-redis.call('LTRIM', wake, 0, 0)
+redis.call('LTRIM', wake, '0', '0')
 return reply(vf, 'created', '')

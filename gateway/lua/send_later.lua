@@ -12,7 +12,7 @@ if redis.call('EXISTS', vf) == 0 or not is_pending(vf) or hget(vf, 'n') ~= attem
   return reply(vf, 'stale', '')
 end
 if not backoff then
-  local tries = redis.call('HINCRBY', vf, 'a' .. attempt .. ':tries', 1)
+  local tries = redis.call('HINCRBY', vf, 'a' .. attempt .. ':tries', '1')
   backoff = tonumber(ARGV[7 + tries])
   if not backoff then return reply(vf, 'spent', tostring(tries)) end
 end

@@ -28,7 +28,7 @@ if replacing then
   end
 end
 if step == '' then
-  local fails = redis.call('HINCRBY', user, 'pending:fails', 1)
+  local fails = redis.call('HINCRBY', user, 'pending:fails', '1')
   if fails < max_fails then return {'invalid', tostring(max_fails - fails)} end
   redis.call('HDEL', user, 'pending', 'pending:exp', 'pending:fails')
   audit_user(stream, user_id, 'enrolment_denied', 'max_attempts', '', now_s)
