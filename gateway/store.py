@@ -290,9 +290,9 @@ class Store(SendQueue, UserStore, ConsoleStore):
         script_keys += ([conversion.converted, conversion.prefix_window, conversion.country_window]
                         if conversion else [vf, vf, vf])
         limit = (allowance.limit, allowance.window) if allowance else ("", "")
-        counted = "" if conversion is None else json.dumps(
-            {k: getattr(conversion, k) for k in ("window", "buckets", "memory", "user")})
-        return self._run("check", script_keys, mode, message[1] if message else "", *limit, counted, *values)
+        counted = (("", "", "", "") if conversion is None
+                   else (conversion.window, conversion.buckets, conversion.memory, conversion.user))
+        return self._run("check", script_keys, mode, message[1] if message else "", *limit, *counted, *values)
 
     def finish(
         self, verification_id: str, status: Status, reason: Reason | None, attempt: int = 0,

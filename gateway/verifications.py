@@ -49,8 +49,12 @@ def note_end(outcome: Outcome) -> Outcome:
     record = outcome.audit
     if record:
         audit_log.info(record)
-        data = json.loads(record)
-        metrics.ended(data["channel"], data["status"], data["reason"])
+        v = outcome.verification
+        if v is not None:  # the record as it stands after the end: the audit record's own fields
+            metrics.ended(v.channel.value, v.status.value, v.reason.value if v.reason else "")
+        else:
+            data = json.loads(record)
+            metrics.ended(data["channel"], data["status"], data["reason"])
     if outcome.kind in CONFIRMED_ENDS:
         _confirmed(outcome.replicated)
     return outcome

@@ -273,6 +273,15 @@ def test_daily_budget_warns_at_80_percent_and_refuses_at_100(make) -> None:
     assert start(client, a).status_code == 201  # a converted number still gets its code
 
 
+def test_a_days_spend_lives_three_days_from_its_first_send(make, redis_db) -> None:
+    app, client = make(daily_budget=100.0)
+    for to in numbers("+48600", 2):
+        assert start(client, to).status_code == 201
+    [key] = redis_db.scan_iter("gw:spend:*")
+    assert int(redis_db.hget(key, "*")) == 2 * 40000  # two PL SMS at 0.04
+    assert 3 * 86400 - 60 < redis_db.ttl(key) <= 3 * 86400
+
+
 @pytest.mark.parametrize("budgets, label", [
     ({"daily_budget": 1.0, "daily_budget_per_country": 0}, "global"),
     ({"daily_budget": 0, "daily_budget_per_country": 1.0}, "PL"),

@@ -170,6 +170,21 @@ def test_wrong_codes_deny_after_max_attempts(app, client) -> None:
     assert late["valid"] is False and late["status"] == "denied"
 
 
+def test_this_process_counts_the_ends_it_made_by_channel_status_and_reason(app, client) -> None:
+    def ended(status: str, reason: str) -> float:
+        line = f'gateway_process_verifications_ended_total{{channel="sms",reason="{reason}",status="{status}"}} '
+        found = [x for x in client.get("/metrics").get_data(as_text=True).splitlines() if x.startswith(line)]
+        return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+    before = ended("approved", "none"), ended("denied", "max_attempts")
+    approved, denied = start(client).get_json()["id"], start(client, to="+48600100299").get_json()["id"]
+    give_code(app, approved)
+    assert client.post(f"/v1/verifications/{approved}/check", json={"code": "123456"}).get_json()["valid"]
+    for _ in range(5):
+        client.post(f"/v1/verifications/{denied}/check", json={"code": "000000"})
+    assert (ended("approved", "none"), ended("denied", "max_attempts")) == (before[0] + 1, before[1] + 1)
+
+
 @pytest.mark.parametrize("body", [{}, {"code": 123456}, {"code": "12"}, {"code": "12345678901"}, {"code": "12ab56"}])
 def test_bad_check_bodies(client, body) -> None:
     vid = start(client).get_json()["id"]

@@ -147,7 +147,8 @@ if p.paid then
   -- Spend is counted for converted numbers too: they pass the cap, not the books.
   local global_now = redis.call('HINCRBY', spend_key, '*', s.cost)
   local country_now = redis.call('HINCRBY', spend_key, p.country, s.cost)
-  redis.call('EXPIRE', spend_key, 3 * 86400)
+  -- The day's key lives three days from its first send (its first cost), not renewed by each.
+  if global_now == s.cost then redis.call('EXPIRE', spend_key, '259200') end
   local warned = {}
   if s.budget > 0 and global_now >= 0.8 * s.budget and global_now - s.cost < 0.8 * s.budget then
     warned[#warned + 1] = '*'

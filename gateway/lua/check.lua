@@ -3,8 +3,8 @@
 -- counter, the number's converted mark and the prefix's and country's pumping windows (vf
 -- again when not counted), then the ending keys (prelude.lua). ARGV[5..]: mode ('digest',
 -- 'verdict' or 'recovery'), the marker's ttl ('' without a marker), the check allowance and its
--- window ('' '': not counted), the conversion an approval counts ({window, buckets, memory,
--- user} JSON; '' none), then the verdict ('1'/'0') or the candidate's digests:
+-- window ('' '': not counted), the conversion an approval counts (window, buckets, memory,
+-- user; '' '' '' '': none), then the verdict ('1'/'0') or the candidate's digests:
 -- one per server key (the current one, then GATEWAY_SECRET_KEY_PREVIOUS), so a code digested
 -- before a key rotation still checks.
 -- A right code approves exactly once; wrong ones count toward the limit. A recovery code is
@@ -15,8 +15,11 @@
 local vf, stream, user, marker, checks, refused = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 TIMERS = KEYS[3]
 local mode, marker_ttl, allowance, window = ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
-local conversion = ARGV[9] ~= '' and cjson.decode(ARGV[9]) or nil
-local FIRST_VALUE = 10
+local conversion = nil
+if ARGV[9] ~= '' then
+  conversion = {window = tonumber(ARGV[9]), buckets = tonumber(ARGV[10]), memory = tonumber(ARGV[11]), user = ARGV[12]}
+end
+local FIRST_VALUE = 13
 local given = ARGV[FIRST_VALUE]
 if redis.call('EXISTS', vf) == 0 then return reply(vf, 'not_found', '') end
 if allowance then
