@@ -170,7 +170,8 @@ class Store(SendQueue, UserStore, ConsoleStore):
         return script_keys + keys.ending(script_keys[0][len(key_for("")):], time.time())
 
     def _run(self, name: str, script_keys: list[str], *args: object) -> Outcome:
-        reply, replicated = self._call(name, self._declared(name, script_keys), self._context() + [a if isinstance(a, bytes) else str(a) for a in args])
+        values = [a if isinstance(a, bytes) else str(a) for a in args]  # bytes: a packed request, as it is
+        reply, replicated = self._call(name, self._declared(name, script_keys), self._context() + values)
         if name == "start":  # {admission} when it did not admit, else {admission, create's reply}
             admission = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in reply[0])  # type: ignore[union-attr]
             if len(reply) == 1:  # 'refused' or 'clock' (then the value is Redis's time)

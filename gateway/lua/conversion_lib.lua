@@ -34,15 +34,18 @@ end
 -- every bucket of its window. Then at a bucket b's first write the hash's last write was in
 -- b - buckets - 1 or later and, every bucket's first write pruning as this one does, it holds
 -- no field older than b - 2 * buckets: deleting the buckets from there to b - buckets leaves
--- only the window's (bounded, no scan).
+-- only the window's (bounded, no scan). A changed PUMPING_WINDOW numbers buckets afresh: the
+-- old numbering's fields (at most the 2 * buckets a hash held) are never summed again
+-- (window_sum bounds both ends) and stay at most that many, until the hash expires.
 local function window_add(key, what, w, sec)
   local current, size = window_bucket(w, sec)
   -- '%d', not `..`: Lua formats a number for `..` with '%.14g', several times the cost.
   if redis.call('HINCRBY', key, what .. string.format('%d', current), '1') > 1 then return end
   local old = {}
   for b = current - 2 * w.buckets, current - w.buckets do
-    old[#old + 1] = 's' .. b
-    old[#old + 1] = 'c' .. b
+    local name = string.format('%d', b)
+    old[#old + 1] = 's' .. name
+    old[#old + 1] = 'c' .. name
   end
   redis.call('HDEL', key, unpack(old))
   redis.call('EXPIRE', key, size * (w.buckets + 1))
