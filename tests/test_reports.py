@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from gateway import deliveries, reports, verifications
+from gateway import create_app, deliveries, reports, verifications
 from gateway.models import AttemptStatus, Status
+from tests.conftest import ADMIN_KEY, API_KEY
 from tests.test_audit import ANNA, BOB, ended
 
 TODAY = datetime.now(timezone.utc).date().isoformat()
@@ -141,3 +142,19 @@ def test_every_usage_counter_keeps_a_lifetime_of_three_years(app, client, redis_
     for key in found:
         ttl = redis_db.ttl(key)
         assert 1099 * 86400 < ttl <= 1100 * 86400, (key, ttl)
+
+
+def test_two_charged_sends_of_one_verification_count_twice(settings) -> None:  # type: ignore[no-untyped-def]
+    """A field an end adds to twice (two sent SMS: 'send:PL:sms') counts two, not one."""
+    app = create_app(settings.replace(resend_interval=0))
+    client, admin = app.test_client(), app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"], admin.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_KEY}", f"Bearer {ADMIN_KEY}"
+    svc = app.extensions["gateway"]
+    vid = client.post("/v1/verifications", json={"to": ANNA, "channel": "sms"}).get_json()["id"]
+    deliveries.record_status(svc, vid, 1, AttemptStatus.SENT)
+    assert client.post(f"/v1/verifications/{vid}/resend", json={"channel": "sms"}).status_code == 200
+    assert deliveries.code_for(svc, verifications.get(svc, vid), 2, "482913") == "482913"
+    deliveries.record_status(svc, vid, 2, AttemptStatus.SENT)
+    assert client.post(f"/v1/verifications/{vid}/check", json={"code": "482913"}).get_json()["valid"]
+    spend = admin.get("/v1/reports/usage").get_json()["estimated_spend"]
+    assert (spend["sms_sent"], spend["by_country"]) == (2, {"PL": 0.08})
