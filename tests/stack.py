@@ -32,9 +32,20 @@ T = TypeVar("T")
 
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """That many distinct free ports: each held bound until all are chosen, so the kernel cannot
+    hand out one twice (a group of servers started on two equal ports never settles)."""
+    held = [socket.socket() for _ in range(count)]
+    try:
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def procfile() -> dict[str, str]:
@@ -119,7 +130,7 @@ class Stack:
     def __init__(self, db: int, redis_server: str | None = None, **env: str) -> None:
         self.db = db
         server = redis_server or redis_base()
-        self.sim_port, self.web_port = free_port(), free_port()
+        self.sim_port, self.web_port = free_ports(2)
         self.sim_url = f"http://127.0.0.1:{self.sim_port}"
         self.url = f"http://127.0.0.1:{self.web_port}"
         self.env = {
