@@ -58,7 +58,15 @@ class SentinelGroup:
         poll(lambda: _pings(port), 15, what=f"redis-server on {port}")
 
     def start(self) -> "SentinelGroup":
-        """Start every process and wait until the Sentinels agree on the primary and see the replica."""
+        """Start every process and wait until the Sentinels agree on the primary and see the replica;
+        if they do not, stop what was started (the caller holds no group to stop) and raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "SentinelGroup":
         primary, *replicas = self.data_ports
         self.start_node(primary)
         for replica in replicas:
