@@ -282,12 +282,11 @@ def conversion(svc: Services, to: str, country: str, user_id: str | None) -> Con
 
 def converted(svc: Services, v: Verification) -> None:
     """An approved verification: a conversion in the pumping windows; its number is trusted from now on."""
-    a = svc.settings.abuse
+    c = conversion(svc, v.to, v.country, v.user_id)  # what an approving check counts itself
     try:
         svc.abuse.converted({
-            "keys": {"converted": keys.converted(v.to), "window_prefix": keys.window("prefix", prefix_of(v.to)),
-                     "window_country": keys.window("country", v.country)},
-            "user": v.user_id or "", "window": a.pumping_window, "buckets": BUCKETS, "memory": a.converted_memory,
+            "keys": {"converted": c.converted, "window_prefix": c.prefix_window, "window_country": c.country_window},
+            "user": c.user, "window": c.window, "buckets": c.buckets, "memory": c.memory,
         })
     except redis.exceptions.RedisError as exc:
         # The approval stands; one lost conversion only makes the breakers a little stricter.

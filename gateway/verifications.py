@@ -2,7 +2,6 @@
 that changes verification state."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -49,12 +48,9 @@ def note_end(outcome: Outcome) -> Outcome:
     record = outcome.audit
     if record:
         audit_log.info(record)
-        v = outcome.verification
-        if v is not None:  # the record as it stands after the end: the audit record's own fields
+        v = outcome.verification  # an ending script answers the record it ended (prelude.lua reply())
+        if v is not None:
             metrics.ended(v.channel.value, v.status.value, v.reason.value if v.reason else "")
-        else:
-            data = json.loads(record)
-            metrics.ended(data["channel"], data["status"], data["reason"])
     if outcome.kind in CONFIRMED_ENDS:
         _confirmed(outcome.replicated)
     return outcome

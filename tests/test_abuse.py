@@ -8,8 +8,8 @@ import phonenumbers
 import pytest
 
 from config.prices import Price, PriceList
-from gateway import abuse, create_app, deliveries
-from gateway.models import AttemptStatus
+from gateway import abuse, create_app, deliveries, keys, verifications
+from gateway.models import AttemptStatus, Status
 from gateway.services import Services
 from tests.conftest import ADMIN_KEY, API_KEY
 from tests.test_api import give_code
@@ -219,6 +219,17 @@ def test_pumped_prefix_trips_and_converted_numbers_stay_allowed(make, redis_db) 
     assert [(r["event"], r["reason"], r["phone_number"]) for r in refusals] == [("refused", "fraud_suspected", rest[5])]
     events = [r.get("event") for r in client.get("/v1/audit", headers=admin).get_json()["records"]]
     assert events[:3] == ["breaker_reset", "refused", "breaker_trip"] and events.count(None) == 1  # the approval
+
+
+def test_an_approval_outside_a_check_counts_its_conversion_and_trusts_the_number(make, redis_db) -> None:
+    # A keypress or a reply approves through verifications.end, not the check script: abuse.converted.
+    app, client = make()
+    vid = start(client, PL, user_id="ann").get_json()["id"]
+    assert verifications.end(app.extensions["gateway"], vid, 1, Status.APPROVED, None).kind == "ended"
+    assert {b"at", b"u:ann"} <= set(redis_db.hkeys(keys.converted(PL)))
+    for window in (keys.window("prefix", "48600"), keys.window("country", "PL")):
+        fields = redis_db.hgetall(window)
+        assert sum(int(n) for f, n in fields.items() if f.startswith(b"c")) == 1, fields
 
 
 def test_pumping_spread_over_ranges_trips_the_country(make) -> None:
