@@ -1,0 +1,66 @@
+"""The carrier's REST requests honour the environment's proxy settings (read once, at start-up)."""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from gateway.carrier import Carrier
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+
+
+class _Seen(BaseHTTPRequestHandler):
+    """Answers any POST as Twilio's Create Message does, and keeps each request line."""
+
+    lines: list[str] = []
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.lines.append(self.requestline)
+        body = json.dumps({"sid": "SM" + "0" * 32, "status": "queued"}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    """A loopback HTTP server that plays both the proxy and Twilio; its base URL."""
+    _Seen.lines = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Seen)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _send(base_url: str) -> str:
+    carrier = Carrier(ACCOUNT_SID, AUTH_TOKEN, base_url, 5.0)
+    return carrier.send_sms("+48600000001", "code 123456", "+15005550006", None, 300)
+
+
+def test_a_proxy_named_in_the_environment_carries_every_request(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server)
+    # twilio.invalid does not resolve: only the proxy can answer, and it sees the absolute URL.
+    assert _send("http://twilio.invalid").startswith("SM")
+    assert _send("http://twilio.invalid").startswith("SM")
+    path = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+    assert _Seen.lines == [f"POST http://twilio.invalid{path} HTTP/1.1"] * 2
+
+
+def test_no_proxy_sends_straight_to_the_carrier(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert _send(server).startswith("SM")
+    assert _Seen.lines == [f"POST /2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json HTTP/1.1"]
