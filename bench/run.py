@@ -500,6 +500,13 @@ class Bench:
             self.memory()
         return self._session(scenarios, reference=False)
 
+    def run_e2e_only(self) -> dict[str, Any]:
+        """Only whole verifications end to end with CPU per process (`--e2e-only`), as in the full run."""
+        def scenarios() -> None:
+            self.warm_up()
+            self.end_to_end()
+        return self._session(scenarios)
+
     def run(self) -> dict[str, Any]:
         """Every scenario, in order; all processes stopped and databases flushed at the end."""
         def scenarios() -> None:
@@ -529,16 +536,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small run (under about two minutes)")
     parser.add_argument("--api-only", action="store_true", help="only the API path beside the reference")
     parser.add_argument("--bytes-only", action="store_true", help="only the Redis bytes per verification")
+    parser.add_argument("--e2e-only", action="store_true", help="only whole verifications, CPU per process")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops what was started
     sizes = QUICK if args.quick else FULL
     bench = Bench(sizes)
     if args.bytes_only:
         results = bench.run_bytes_only()
+    elif args.e2e_only:
+        results = bench.run_e2e_only()
     else:
         results = bench.run_api_only() if args.api_only else bench.run()
     flags = (" --quick" if args.quick else "") + (" --api-only" if args.api_only else "") \
-        + (" --bytes-only" if args.bytes_only else "")
+        + (" --bytes-only" if args.bytes_only else "") + (" --e2e-only" if args.e2e_only else "")
     results["command"] = "python -m bench.run" + flags
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + flags.replace(" --", "-")
@@ -548,6 +558,12 @@ def main() -> None:
             print(f"c={row['concurrency']}: ratio per round {row['ratios']}; gateway "
                   f"{row['gateway']['verifications_per_s']}/s, reference {row['reference']['verifications_per_s']}/s; "
                   f"cpu ms {row['cpu_ms']}")
+        print(f"written: bench/results/{stamp}.json")
+        return
+    if args.e2e_only:
+        Path(OUT / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+        for row in results["e2e"]["rows"]:
+            print(f"c={row['concurrency']}: {row['verifications_per_s']}/s; cpu ms per verification {row['cpu_ms']}")
         print(f"written: bench/results/{stamp}.json")
         return
     if args.bytes_only:

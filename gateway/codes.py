@@ -33,8 +33,13 @@ def digest(key: bytes, verification_id: str, code: str) -> str:
 def code_digest(key: bytes, verification_id: str, code: str) -> str:
     """digest() in urlsafe base64 without padding: 43 characters instead of 64 in every pending
     verification's hash (checks also try digest(), the form stored before)."""
+    return check_digests(key, verification_id, code)[0]
+
+
+def check_digests(key: bytes, verification_id: str, code: str) -> tuple[str, str]:
+    """The two forms a stored code may have, code_digest() and digest(), from one HMAC."""
     mac = hmac.new(key, f"{verification_id}:{code}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode(), mac.hex()
 
 
 def derive_key(secret: str, purpose: str) -> bytes:

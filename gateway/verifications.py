@@ -205,8 +205,7 @@ def check(
     to, country, user_id = subject
     message = (message_sid, INBOUND_DEDUPE_TTL) if message_sid else None
     # Per key the stored form, then the hex form of codes stored before it (both keyed hashes).
-    digests = [form(key, verification_id, code)
-               for key in svc.keys("code-hmac") for form in (codes.code_digest, codes.digest)]
+    digests = [form for key in svc.keys("code-hmac") for form in codes.check_digests(key, verification_id, code)]
     # An approval counts its conversion in the same script.
     conversion = abuse.conversion(svc, to, country, user_id)
     outcome = svc.store.check(

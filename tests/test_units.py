@@ -70,6 +70,8 @@ def test_codes_are_random_digits_and_digests_are_keyed() -> None:
     assert "123456" not in stored and codes.digest(key, "vf_1", "123456") == stored
     assert codes.digest(key, "vf_2", "123456") != stored  # bound to its verification
     assert codes.digest(codes.derive_key("t" * 40, "code-hmac"), "vf_1", "123456") != stored
+    # A check tries both stored forms, made from one HMAC.
+    assert codes.check_digests(key, "vf_1", "123456") == (codes.code_digest(key, "vf_1", "123456"), stored)
     cipher = codes.derive_key("s" * 40, "code-cipher")
     other = codes.derive_key("t" * 40, "code-cipher")
     token = codes.encrypt(cipher, "123456")
