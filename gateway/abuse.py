@@ -19,11 +19,13 @@ from gateway.errors import DestinationBlocked, RateLimited, Unavailable
 from gateway.models import Channel, Verification
 from gateway.phone import NumberType, PhoneNumber
 from gateway.services import Services
-from gateway.store import Allowance, Conversion, Outcome
+from gateway.store import Allowance, Outcome
 
 log = logging.getLogger(__name__)
 
 BUCKETS = 6  # the pumping window is summed over this many buckets: sliding to 1/6 of it
+FOLD_BATCH = 200  # queued conversions counted per call (three keys each)
+FOLD_CALLS = 50  # calls per fold_conversions() at most, so that one supervisor pass stays short
 MICRO = 1_000_000  # spend is counted in millionths of the currency, as Redis integers
 # Spend is estimated before sending: codes fit one segment (GSM-7 or UCS-2), and a call
 # (greeting, menu, code read twice) is billed as one minute by most carriers.
@@ -251,13 +253,15 @@ def _count_max_sends(svc: Services, v: Verification, kind: str, channel: Channel
     svc.abuse.refused(record, svc.settings.audit_retention)
 
 
-def check_allowance(svc: Services, user_id: str | None) -> Allowance | None:
-    """The allowance a code check (TOTP included) of this user counts against; None: no user, or off.
-    The check script counts it and answers 'refused' when it is used up (raise refusal('user'))."""
+def check_allowance(svc: Services, user_id: str | None, known: bool = True) -> Allowance | None:
+    """The allowance a code check (TOTP included) of this user counts against; None: off, or no
+    user. The check script counts it and answers 'refused' when it is used up (raise
+    refusal('user')). known=False: the caller has not read the verification, so an allowance
+    without a key; the script answers 'subject' (the user) when the verification names one."""
     s = svc.settings
-    if not user_id or s.abuse.checks_per_user <= 0:
+    if s.abuse.checks_per_user <= 0 or (known and not user_id):
         return None
-    return Allowance(keys.limit("checks", user_id), s.abuse.checks_per_user, s.rate_limit_window)
+    return Allowance(keys.limit("checks", user_id) if user_id else "", s.abuse.checks_per_user, s.rate_limit_window)
 
 
 def admit_confirmation(svc: Services, user_id: str) -> float:
@@ -272,25 +276,29 @@ def admit_confirmation(svc: Services, user_id: str) -> float:
     return float(outcome.value)
 
 
-def conversion(svc: Services, to: str, country: str, user_id: str | None) -> Conversion:
-    """What an approving check of a verification (its number, country, user) counts in its own
-    script: in the windows' buckets at Redis's time."""
+def fold_conversions(svc: Services) -> int:
+    """Count the conversions that approvals queued (keys.CONVERSIONS), oldest first, in the pumping
+    windows at each approval's second, and remember the numbers as converted; how many."""
+    # Run by the workers' supervisor every pass (gateway/scheduler.py): the approving script cannot
+    # count them itself, as the windows are named by the number and its caller does not know it.
     a = svc.settings.abuse
-    return Conversion(keys.converted(to), keys.window("prefix", prefix_of(to)), keys.window("country", country),
-                      a.pumping_window, BUCKETS, a.converted_memory, user_id or "")
-
-
-def converted(svc: Services, v: Verification) -> None:
-    """An approved verification: a conversion in the pumping windows; its number is trusted from now on."""
-    c = conversion(svc, v.to, v.country, v.user_id)  # what an approving check counts itself
-    try:
-        svc.abuse.converted({
-            "keys": {"converted": c.converted, "window_prefix": c.prefix_window, "window_country": c.country_window},
-            "user": c.user, "window": c.window, "buckets": c.buckets, "memory": c.memory,
-        })
-    except redis.exceptions.RedisError as exc:
-        # The approval stands; one lost conversion only makes the breakers a little stricter.
-        log.warning("conversion not counted for %s: %s", v.id, exc)
+    counted = 0
+    for _ in range(FOLD_CALLS):
+        entries = svc.abuse.queued_conversions(FOLD_BATCH)
+        if not entries:
+            break
+        named = {"queue": keys.CONVERSIONS}
+        for i, entry in enumerate(entries, 1):
+            _, to, country, _ = entry.split("|", 3)
+            named.update({f"c{i}": keys.converted(to), f"p{i}": keys.window("prefix", prefix_of(to)),
+                          f"n{i}": keys.window("country", country)})
+        if not svc.abuse.fold({"keys": named, "entries": entries, "window": a.pumping_window, "buckets": BUCKETS,
+                               "memory": a.converted_memory}):
+            continue  # another supervisor counted this head first: read the queue again
+        counted += len(entries)
+        if len(entries) < FOLD_BATCH:
+            break
+    return counted
 
 
 def latest_expiry(v: Verification, first_ttl: int, ttl: int) -> float:

@@ -111,9 +111,18 @@ class AbuseStore:
         (build: the request with its keys chosen at a given time)."""
         return admission_of(self._clocked("admit", build))
 
-    def converted(self, payload: dict[str, Any]) -> None:
-        """Count a conversion in the windows and remember the converted number, at Redis's time."""
-        self._run("convert", payload)
+    def queued_conversions(self, most: int) -> list[str]:
+        """The oldest `most` approvals whose conversion is yet to be counted (keys.CONVERSIONS)."""
+        return [_text(entry) for entry in self.redis.lrange(keys.CONVERSIONS, 0, most - 1)]
+
+    def conversions_queued(self) -> int:
+        """How many approvals' conversions wait to be counted."""
+        return int(self.redis.llen(keys.CONVERSIONS))
+
+    def fold(self, payload: dict[str, Any]) -> bool:
+        """Count the queue's head (payload['entries'], as read) and take it off; False when another
+        caller counted it first."""
+        return _text(self._run("convert", payload)) == "ok"
 
     def refused(self, record: dict[str, Any], audit_retention: int) -> None:
         """Count and audit a refusal decided outside the admission (the send cap of a verification),

@@ -68,6 +68,7 @@ class AbuseCollector(Collector):
             counters = self.svc.abuse.counters()
             breakers = self.svc.abuse.breakers(now)
             spend = self.svc.abuse.spend(int(now // 86400))
+            queued = self.svc.abuse.conversions_queued()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             log.warning("metrics without abuse counters: %s", exc)
             return
@@ -85,6 +86,8 @@ class AbuseCollector(Collector):
         for b in breakers:
             open_.add_metric([b.scope, b.id], 1)
         yield open_
+        yield GaugeMetricFamily("gateway_conversions_queued",
+                                "Approvals whose conversion the workers' supervisor has yet to count", value=queued)
         a = self.svc.settings.abuse
         spent = GaugeMetricFamily("gateway_spend_today", "Estimated spend today (UTC)", labels=["budget"])
         ratio = GaugeMetricFamily("gateway_spend_budget_ratio", "Today's spend over its daily budget", labels=["budget"])

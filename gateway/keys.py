@@ -21,6 +21,9 @@ TIMERS = "gw:timers"
 # sender waits on it (BLPOP), so one worker process wakes per new delivery, at once, no polling.
 OUTBOX_WAKE = "gw:outbox:wake"
 AUDIT = "gw:audit"  # ended verifications, abuse refusals, breaker trips and resets
+# Approvals whose conversion the workers' supervisor has yet to count (abuse.fold_conversions):
+# "<second>|<number>|<country>|<user>", pushed by the script that approves (prelude.lua finish()).
+CONVERSIONS = "gw:conversions"
 ACTIONS = "gw:actions"  # operators' actions
 USER_AUDIT = "gw:audit:users"  # changes to users' methods
 BREAKERS = "gw:breakers"  # tripped breakers ("<scope>:<id>") by the time they close
@@ -186,10 +189,11 @@ class Ending:
     day: int
 
     def keys(self) -> list[str]:
-        """The ended counter, then the start day's usage hashes, then its block's."""
+        """The ended counter, then the start day's usage hashes, then its block's, then the
+        conversions' queue."""
         day, block_ = str(self.day), f"b{self.day // USAGE_BLOCK}"
         return [metrics("ended"), usage(day), usage(f"{day}:dims"), usage(f"{day}:x"),
-                usage(f"{block_}:dims"), usage(f"{block_}:x")]
+                usage(f"{block_}:dims"), usage(f"{block_}:x"), CONVERSIONS]
 
 
 def ending(verification_id: str, now: float) -> list[str]:

@@ -18,7 +18,8 @@ Why not rq's own scheduler (rq 2.12.0, read in `rq/scheduler.py` and `rq/worker/
 So the supervisor, one thread per worker process, does each second what rq's scheduler
 does (`RQScheduler.enqueue_scheduled_jobs`) under the same lock key but with a short TTL,
 putting due jobs at the front of the queue (they are already due), runs the due verification
-timers as the lock holder, survives any Redis error by trying again on the next tick, marks its worker
+timers and counts the conversions that approvals queued (`abuse.fold_conversions`) as the
+lock holder, survives any Redis error by trying again on the next tick, marks its worker
 alive with a short-lived key, and hands jobs of workers that are no longer alive to rq's own
 abandoned-job handling (`StartedJobRegistry.cleanup`: failure callback, then retry or give up).
 """
@@ -41,7 +42,7 @@ from rq.utils import current_timestamp
 from rq.scripts import acquire_or_refresh_lock, release_lock
 from rq.timeouts import TimerDeathPenalty
 
-from gateway import keys
+from gateway import abuse, keys
 from gateway.errors import Unconfirmed
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,8 @@ class Supervisor:
             pass  # it expires by itself within ALIVE_TTL
 
     def beat(self) -> None:
-        """One pass: mark the worker alive; as leader, move due jobs and recover abandoned ones."""
+        """One pass: mark the worker alive; as leader, move due jobs, recover abandoned ones and
+        count the conversions approvals queued (abuse.fold_conversions)."""
         if self.worker_name:
             self.redis.set(alive_key(self.worker_name), self.name, ex=ALIVE_TTL)
         self.leading = acquire_or_refresh_lock(self.redis, self.lock_key, self.name, LOCK_TTL) != "taken"
@@ -158,6 +160,7 @@ class Supervisor:
             run_due_timers(self.app, time.monotonic() + TIMER_PASS)
             move_due_jobs(self.queue)
             recover_abandoned(self.queue)
+            abuse.fold_conversions(self.app.extensions["gateway"])
 
     def start(self) -> None:
         """Start the thread."""

@@ -63,25 +63,12 @@ class Step:
 
 @dataclass(frozen=True)
 class Allowance:
-    """A user's check allowance: the window counter a code check or confirmation is counted on."""
+    """A user's check allowance: the window counter a code check or confirmation is counted on
+    ("" when the user is not yet known: the check script names them)."""
 
     key: str
     limit: int
     window: int
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """What an approving check counts in its own script (abuse.md): its keys (the number's
-    converted mark, the range's and country's pumping windows) and how."""
-
-    converted: str
-    prefix_window: str
-    country_window: str
-    window: int
-    buckets: int
-    memory: int
-    user: str
 
 
 @dataclass(frozen=True)
@@ -134,9 +121,7 @@ class Store(SendQueue, UserStore, ConsoleStore):
         }
         live_lib = (_LUA / "live_lib.lua").read_text()
         self._scripts["create"] = connection.register_script(prelude + live_lib + (_LUA / "create.lua").read_text())
-        # An approving check counts its conversion itself (conversion_lib.lua, shared with convert.lua).
-        self._scripts["check"] = connection.register_script(
-            prelude + (_LUA / "conversion_lib.lua").read_text() + (_LUA / "check.lua").read_text())
+        self._scripts["check"] = connection.register_script(prelude + (_LUA / "check.lua").read_text())
         self._scripts.update(
             (name, connection.register_script(prelude + (_LUA / f"{name}.lua").read_text()))
             for name in ("totp_use", "tokens_import", "token_assign", "record_action", "check_gate")
@@ -261,14 +246,6 @@ class Store(SendQueue, UserStore, ConsoleStore):
         raw = self.redis.hgetall(key_for(verification_id))
         return decode(raw, verification_id) if raw else None
 
-    def check_subject(self, verification_id: str) -> tuple[str, str, str | None] | None:
-        """What a check must know before its call: the verification's number, country and user
-        (they name its keys); None when unknown. Three fields, not the whole record."""
-        to, country, user_id = self.redis.hmget(key_for(verification_id), "to", "country", "user_id")
-        if to is None:
-            return None
-        return to.decode(), (country or b"").decode(), user_id.decode() if user_id else None
-
     def live(self, live_key: str) -> str | None:
         """The id last started under a live key (see create), if the key is still kept."""
         found = self.redis.get(keys.live(live_key))
@@ -277,23 +254,20 @@ class Store(SendQueue, UserStore, ConsoleStore):
     def check(
         self, verification_id: str, mode: str, *values: str, user_id: str | None = None,
         message: tuple[str, int] | None = None, allowance: Allowance | None = None,
-        conversion: Conversion | None = None,
     ) -> Outcome:
         """Atomically compare a code's digests (one per key), apply a verdict, or use one of a user's
-        recovery codes; count failures. message: (MessageSid, ttl) of an inbound SMS carrying the
-        code: kind 'repeat' when it was checked before. allowance: count the check against it
-        first; kind 'refused' (value: seconds to wait) when it is used up. conversion: counted by
-        an approval, in the windows' buckets at Redis's time."""
+        recovery codes; count failures; an approval queues its conversion (prelude.lua finish()).
+        message: (MessageSid, ttl) of an inbound SMS carrying the code: kind 'repeat' when it was
+        checked before. allowance: count the check against it first; kind 'refused' (value: seconds
+        to wait) when it is used up, and kind 'subject' (value: the user), nothing changed, when
+        the verification names a user and the allowance's key (the caller did not know the user)
+        is empty."""
         vf = key_for(verification_id)
         script_keys = [vf, AUDIT_STREAM, TIMERS, user_key(user_id) if user_id else vf,
-                       inbound_key(message[0]) if message else vf, allowance.key if allowance else vf,
+                       inbound_key(message[0]) if message else vf, (allowance.key if allowance else "") or vf,
                        keys.metrics("refused")]
-        script_keys += ([conversion.converted, conversion.prefix_window, conversion.country_window]
-                        if conversion else [vf, vf, vf])
         limit = (allowance.limit, allowance.window) if allowance else ("", "")
-        counted = (("", "", "", "") if conversion is None
-                   else (conversion.window, conversion.buckets, conversion.memory, conversion.user))
-        return self._run("check", script_keys, mode, message[1] if message else "", *limit, *counted, *values)
+        return self._run("check", script_keys, mode, message[1] if message else "", *limit, *values)
 
     def finish(
         self, verification_id: str, status: Status, reason: Reason | None, attempt: int = 0,

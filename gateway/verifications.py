@@ -197,31 +197,27 @@ def check(
     message_sid: the inbound SMS that carried the code; a repeat of it checks nothing.
     read: the verification as the caller read it (else it is read here).
     """
-    # The check's keys name the user (their allowance) and the number (its conversion): read
-    # those three fields first, not the whole record.
-    subject = (read.to, read.country, read.user_id) if read else svc.store.check_subject(verification_id)
-    if subject is None:
-        raise NotFound(f"No verification {verification_id}.")
-    to, country, user_id = subject
     message = (message_sid, INBOUND_DEDUPE_TTL) if message_sid else None
     # Per key the stored form, then the hex form of codes stored before it (both keyed hashes).
     digests = [form for key in svc.keys("code-hmac") for form in codes.check_digests(key, verification_id, code)]
-    # An approval counts its conversion in the same script.
-    conversion = abuse.conversion(svc, to, country, user_id)
-    outcome = svc.store.check(
-        verification_id, "digest", *digests, message=message, allowance=abuse.check_allowance(svc, user_id),
-        conversion=conversion,
-    )
+    # One call, the record unread: a verification naming a user answers 'subject' (their
+    # allowance's key is named by them) and is checked again with it. An approval queues its
+    # conversion (fold_conversions).
+    allowance = abuse.check_allowance(svc, read.user_id) if read else abuse.check_allowance(svc, None, known=False)
+    outcome = svc.store.check(verification_id, "digest", *digests, message=message, allowance=allowance)
+    if outcome.kind == "subject":
+        allowance = abuse.check_allowance(svc, outcome.value)
+        outcome = svc.store.check(verification_id, "digest", *digests, message=message, allowance=allowance)
     if outcome.kind == "refused":
         raise abuse.refusal("user", int(outcome.value))
     if outcome.kind == "totp":
         verdict = methods.totp_verify(svc, outcome.verification, code, now=float(outcome.value))
-        outcome = svc.store.check(verification_id, "verdict", "1" if verdict else "0", conversion=conversion)
+        outcome = svc.store.check(verification_id, "verdict", "1" if verdict else "0")
     elif outcome.kind == "recovery_code" and outcome.verification is not None:
         user_id = outcome.verification.user_id
         digests = methods.recovery_digests(svc, user_id, code) if user_id else []
         # The code is used up in the same script that approves, so it works exactly once.
-        outcome = (svc.store.check(verification_id, "recovery", *digests, user_id=user_id, conversion=conversion)
+        outcome = (svc.store.check(verification_id, "recovery", *digests, user_id=user_id)
                    if digests else svc.store.check(verification_id, "verdict", "0"))
     if outcome.kind == "not_found" or outcome.verification is None:
         raise NotFound(f"No verification {verification_id}.")
@@ -242,17 +238,12 @@ def approve(svc: Services, verification_id: str) -> Verification:
     outcome = note_end(svc.store.finish(verification_id, Status.APPROVED, None))
     if outcome.kind == "not_found" or outcome.verification is None:
         raise NotFound(f"No verification {verification_id}.")
-    if outcome.kind == "ended":
-        abuse.converted(svc, outcome.verification)
     return outcome.verification
 
 
 def end(svc: Services, verification_id: str, attempt: int, status: Status, reason: Reason | None) -> Outcome:
     """End a verification from a channel's event (keypress, fraud report, reply), for one attempt."""
-    outcome = note_end(svc.store.finish(verification_id, status, reason, attempt=attempt))
-    if outcome.kind == "ended" and status is Status.APPROVED and outcome.verification is not None:
-        abuse.converted(svc, outcome.verification)
-    return outcome
+    return note_end(svc.store.finish(verification_id, status, reason, attempt=attempt))
 
 
 # Channels whose code lifetime a verification's own (CodeOptions.ttl) replaces.

@@ -63,8 +63,10 @@ def numbers(prefix: str, count: int) -> list[str]:
 
 
 def approve(app, client, verification_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Approve with the right code; then the workers' supervisor counts the conversion."""
     give_code(app, verification_id)
     assert client.post(f"/v1/verifications/{verification_id}/check", json={"code": "123456"}).get_json()["valid"]
+    assert abuse.fold_conversions(app.extensions["gateway"]) == 1
 
 
 # -- send caps ----------------------------------------------------------------------------
@@ -221,15 +223,60 @@ def test_pumped_prefix_trips_and_converted_numbers_stay_allowed(make, redis_db) 
     assert events[:3] == ["breaker_reset", "refused", "breaker_trip"] and events.count(None) == 1  # the approval
 
 
+def conversions_in(redis_db, window: str) -> int:  # type: ignore[no-untyped-def]
+    return sum(int(n) for f, n in redis_db.hgetall(window).items() if f.startswith(b"c"))
+
+
 def test_an_approval_outside_a_check_counts_its_conversion_and_trusts_the_number(make, redis_db) -> None:
-    # A keypress or a reply approves through verifications.end, not the check script: abuse.converted.
+    # A keypress or a reply approves through verifications.end (finish.lua), not the check script.
     app, client = make()
+    svc = app.extensions["gateway"]
     vid = start(client, PL, user_id="ann").get_json()["id"]
-    assert verifications.end(app.extensions["gateway"], vid, 1, Status.APPROVED, None).kind == "ended"
+    assert verifications.end(svc, vid, 1, Status.APPROVED, None).kind == "ended"
+    assert redis_db.llen(keys.CONVERSIONS) == 1 and not redis_db.exists(keys.converted(PL))  # queued, not counted
+    assert metric(client, "gateway_conversions_queued") == 1
+    assert abuse.fold_conversions(svc) == 1
+    assert metric(client, "gateway_conversions_queued") == 0
     assert {b"at", b"u:ann"} <= set(redis_db.hkeys(keys.converted(PL)))
     for window in (keys.window("prefix", "48600"), keys.window("country", "PL")):
-        fields = redis_db.hgetall(window)
-        assert sum(int(n) for f, n in fields.items() if f.startswith(b"c")) == 1, fields
+        assert conversions_in(redis_db, window) == 1
+    assert redis_db.llen(keys.CONVERSIONS) == 0 and abuse.fold_conversions(svc) == 0  # counted once
+
+
+def test_queued_conversions_count_at_their_approval_s_second_once_in_batches(make, redis_db) -> None:
+    app, client = make()
+    svc = app.extensions["gateway"]
+    window = keys.window("prefix", "48600")
+    bucket = svc.settings.abuse.pumping_window // abuse.BUCKETS
+    now = int(redis_db.time()[0])
+    # Queued as finish() queues them: an approval two buckets ago, one now (no user), a user with a '|'.
+    queued = [f"{now - 2 * bucket}|{PL}|PL|ann", f"{now}|+48600100201|PL|", f"{now}|+48600100202|PL|a|b"]
+    queued += [f"{now}|+4860010{i:04d}|PL|" for i in range(1000, 1000 + 2 * abuse.FOLD_BATCH)]
+    redis_db.rpush(keys.CONVERSIONS, *queued)
+    assert abuse.fold_conversions(svc) == len(queued)
+    fields = redis_db.hgetall(window)
+    assert fields[f"c{now // bucket - 2}".encode()] == b"1"  # in its own bucket, not the fold's
+    assert conversions_in(redis_db, window) == len(queued)
+    assert redis_db.hget(keys.converted(PL), "u:ann") == str(now - 2 * bucket).encode()
+    assert redis_db.hkeys(keys.converted("+48600100201")) == [b"at"]
+    assert redis_db.hexists(keys.converted("+48600100202"), "u:a|b")
+    assert redis_db.llen(keys.CONVERSIONS) == 0
+
+
+def test_a_fold_of_a_head_another_supervisor_took_counts_nothing(make, redis_db) -> None:
+    app, client = make()
+    svc = app.extensions["gateway"]
+    now = int(redis_db.time()[0])
+    redis_db.rpush(keys.CONVERSIONS, f"{now}|{PL}|PL|", f"{now}|+48600100201|PL|")
+    entries = svc.abuse.queued_conversions(abuse.FOLD_BATCH)
+    redis_db.lpop(keys.CONVERSIONS)  # another supervisor counted the first one meanwhile
+    payload = {"keys": {"queue": keys.CONVERSIONS, "c1": keys.converted(PL), "p1": keys.window("prefix", "48600"),
+                        "n1": keys.window("country", "PL"), "c2": keys.converted("+48600100201"),
+                        "p2": keys.window("prefix", "48600"), "n2": keys.window("country", "PL")},
+               "entries": entries, "window": 600, "buckets": abuse.BUCKETS, "memory": 3600}
+    assert svc.abuse.fold(payload) is False
+    assert conversions_in(redis_db, keys.window("prefix", "48600")) == 0 and redis_db.llen(keys.CONVERSIONS) == 1
+    assert abuse.fold_conversions(svc) == 1 and conversions_in(redis_db, keys.window("prefix", "48600")) == 1
 
 
 def test_pumping_spread_over_ranges_trips_the_country(make) -> None:

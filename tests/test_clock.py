@@ -131,6 +131,7 @@ def test_a_check_on_a_node_an_hour_ahead_counts_its_conversion_in_redis_s_bucket
     svc.abuse.offset = 0.0  # a node that has not yet heard Redis's time
     with skewed(HOUR):
         assert client.post(f"/v1/verifications/{vid}/check", json={"code": "482913"}).get_json()["valid"]
+        assert abuse.fold_conversions(svc) == 1  # as the workers' supervisor does, on a node as skewed
     seconds, _ = redis_db.time()
     size = svc.settings.abuse.pumping_window // abuse.BUCKETS
     [window] = redis_db.scan_iter("gw:window:prefix:*")

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from config import load_settings
-from gateway import breakers, create_app, deliveries, keys, methods, operators, verifications
+from gateway import abuse, breakers, create_app, deliveries, keys, methods, operators, verifications
 from gateway.auth import Caller, Scope
 from gateway.models import ATTEMPT_RANK, AttemptStatus, Status
 from gateway.oath import Params, Token
@@ -198,6 +198,7 @@ def flows(app) -> None:  # type: ignore[no-untyped-def]
     assert http.post(f"/v1/verifications/{vid}/check", json={"code": "000000"}).get_json()["valid"] is False
     assert http.post(f"/v1/verifications/{vid}/check", json={"code": "424242"}).get_json()["valid"] is True
     assert http.post(f"/v1/verifications/{vid}/check", json={"code": "000000"}).status_code == 429  # allowance: 2
+    assert abuse.fold_conversions(svc) == 1  # the supervisor counts the approval's conversion
 
     other = start(BEA, fallback=["call"])
     assert f"{other}:1" in svc.store.claim(keys.OUTBOX, 10, 30).members  # the senders' steps

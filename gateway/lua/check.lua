@@ -1,10 +1,8 @@
 -- KEYS: vf, audit stream, timers, user hash ('recovery'; vf again otherwise), inbound message
--- marker (vf again when none), the user's check counter (vf again when not counted), refusal
--- counter, the number's converted mark and the prefix's and country's pumping windows (vf
--- again when not counted), then the ending keys (prelude.lua). ARGV[5..]: mode ('digest',
+-- marker (vf again when none), the user's check counter (vf again when the caller does not know
+-- the user), refusal counter, then the ending keys (prelude.lua). ARGV[5..]: mode ('digest',
 -- 'verdict' or 'recovery'), the marker's ttl ('' without a marker), the check allowance and its
--- window ('' '': not counted), the conversion an approval counts (window, buckets, memory,
--- user; '' '' '' '': none), then the verdict ('1'/'0') or the candidate's digests:
+-- window ('' '': not counted), then the verdict ('1'/'0') or the candidate's digests:
 -- one per server key (the current one, then GATEWAY_SECRET_KEY_PREVIOUS), so a code digested
 -- before a key rotation still checks.
 -- A right code approves exactly once; wrong ones count toward the limit. A recovery code is
@@ -15,16 +13,18 @@
 local vf, stream, user, marker, checks, refused = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 TIMERS = KEYS[3]
 local mode, marker_ttl, allowance, window = ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
-local conversion = nil
-if ARGV[9] ~= '' then
-  conversion = {window = tonumber(ARGV[9]), buckets = tonumber(ARGV[10]), memory = tonumber(ARGV[11]), user = ARGV[12]}
-end
-local FIRST_VALUE = 13
+local FIRST_VALUE = 9
 local given = ARGV[FIRST_VALUE]
 if redis.call('EXISTS', vf) == 0 then return reply(vf, 'not_found', '') end
 if allowance then
-  local wait = count_check(checks, refused, stream, allowance, window, vf, 'check', hget(vf, 'user_id'))
-  if wait then return reply(vf, 'refused', tostring(wait)) end
+  local user_id = hget(vf, 'user_id')
+  if user_id and user_id ~= '' then
+    -- The user's counter is named by the user: a caller that did not know them learns them here,
+    -- nothing changed, and calls again with that key declared.
+    if checks == vf then return {'subject', user_id} end
+    local wait = count_check(checks, refused, stream, allowance, window, vf, 'check', user_id)
+    if wait then return reply(vf, 'refused', tostring(wait)) end
+  end
 end
 if marker_ttl ~= '' and not redis.call('SET', marker, '1', 'NX', 'EX', tonumber(marker_ttl)) then
   return reply(vf, 'repeat', '')
@@ -53,9 +53,7 @@ else
   ok = given == '1'
 end
 if ok then
-  local record = finish(vf, stream, 'approved', '')
-  if conversion then count_conversion(KEYS[8], KEYS[9], KEYS[10], conversion, tonumber(TIME[1])) end
-  return reply(vf, 'valid', record)
+  return reply(vf, 'valid', finish(vf, stream, 'approved', ''))
 end
 local fails = redis.call('HINCRBY', vf, 'fails', '1')
 if fails >= tonumber(hget(vf, 'max')) then

@@ -1,6 +1,19 @@
--- A verification was approved: count a conversion in its prefix's and country's windows,
--- and remember that the number (and the user with it) has converted.
--- ARGV[1]: {keys: {converted, window_prefix, window_country}, user, window, buckets, memory}
--- (MessagePack; after abuse_lib.lua and conversion_lib.lua)
-count_conversion(K.converted, K.window_prefix, K.window_country, p, SEC)
+-- Count the conversions that approvals queued (prelude.lua finish(): "<second>|<number>|<country>|
+-- <user>" in K.queue), oldest first: one in the prefix's and the country's windows in the bucket
+-- of the approval's second, and the number (and the user with it) remembered as converted.
+-- ARGV[1]: {keys: {queue, c<i>, p<i>, n<i>: entry i's converted mark, prefix window and country
+-- window}, entries, window, buckets, memory} (MessagePack; after abuse_lib.lua and
+-- conversion_lib.lua). The entries are the queue's head as the caller read it: when it is no
+-- longer (another supervisor counted them first), nothing is counted and the answer is 'moved'.
+local n = #p.entries
+local head = redis.call('LRANGE', K.queue, 0, n - 1)
+for i = 1, n do
+  if head[i] ~= p.entries[i] then return 'moved' end
+end
+for i = 1, n do
+  local sec, user = string.match(p.entries[i], '^(%d+)|[^|]*|[^|]*|(.*)$')
+  local c = {window = p.window, buckets = p.buckets, memory = p.memory, user = user or ''}
+  count_conversion(K['c' .. i], K['p' .. i], K['n' .. i], c, tonumber(sec))
+end
+redis.call('LTRIM', K.queue, n, -1)
 return 'ok'

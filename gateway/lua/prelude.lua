@@ -85,9 +85,9 @@ end
 -- the same per first channel and per country (dims), and carrier errors and charged sends
 -- (x). Dims and x are also summed per block of days, so a long range reads a block instead of
 -- each of its days. The keys come last in KEYS, in gateway/keys.py `Ending` order:
--- ended counter, day, day dims, day x, block dims, block x.
+-- ended counter, day, day dims, day x, block dims, block x, then the conversions' queue.
 -- Field names: <metric> = started, <status>, rescued, t<seconds-to-approve bucket>.
-local ENDING_KEYS = 6
+local ENDING_KEYS = 7
 local USAGE_TTL = 1100 * 86400  -- three years
 local function count_usage(status, created, country, attempts)
   -- Built here, not with the constants above: only an end needs them, and every script runs the prelude.
@@ -164,6 +164,12 @@ local function finish(key, stream, status, reason)
   redis.call('XADD', stream, 'MINID', '~', audit_minid(), '*', unpack(fields))
   redis.call('HINCRBY', KEYS[#KEYS - ENDING_KEYS + 1], f[7] .. '|' .. status .. '|' .. reason, '1')
   count_usage(status, tonumber(f[9]), f[12] or '', attempts)
+  -- An approval's conversion is counted by the workers' supervisor (gateway/abuse.py
+  -- fold_conversions): its windows and the number's mark are named by the number, which a check's
+  -- caller does not know before this script (and every script declares the keys it touches).
+  if status == 'approved' and f[6] then
+    redis.call('RPUSH', KEYS[#KEYS], TIME[1] .. '|' .. f[6] .. '|' .. (f[12] or '') .. '|' .. (f[2] or ''))
+  end
   -- A channel, not a key (gateway/keys.py DONE_PREFIX): the one name spelled here.
   redis.call('PUBLISH', 'gw:done:' .. f[1], status)
   if TIMERS then redis.call('ZREM', TIMERS, f[1]) end

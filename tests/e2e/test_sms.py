@@ -48,6 +48,9 @@ def test_sms_code_approves_exactly_once(stack: Stack) -> None:
     assert record["phone_number"] == to and record["channel"] == "sms" and record["server_name"]
     assert json.loads(record["attempts"])[0]["status"] == "delivered"
     assert code not in json.dumps(record)
+    # The worker's supervisor counts the approval's conversion: the number is trusted, with its user.
+    poll(lambda: stack.redis.hexists(f"gw:conv:{to}", "u:alice"), 10, what="the conversion counted")
+    assert stack.redis.llen("gw:conversions") == 0
 
 
 def test_every_request_to_the_carrier_validates_against_twilios_openapi(stack: Stack) -> None:
