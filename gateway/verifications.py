@@ -195,7 +195,7 @@ def check(
     """Check a code atomically; (verification, valid). Exactly one right check approves.
 
     message_sid: the inbound SMS that carried the code; a repeat of it checks nothing.
-    read: the verification as the caller read it (else it is read here).
+    read: the verification as the caller read it (else its user, if any, is learnt from the script).
     """
     message = (message_sid, INBOUND_DEDUPE_TTL) if message_sid else None
     # Per key the stored form, then the hex form of codes stored before it (both keyed hashes).
