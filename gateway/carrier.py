@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 import requests
+import urllib3
 from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+
+from gateway.carrier_http import http_client
 
 
 class Action(str, Enum):
@@ -55,13 +57,18 @@ ERROR_ACTIONS: dict[int, Action] = {
 }
 KNOWN_CODES = frozenset(ERROR_ACTIONS)
 
-# Transport failures of the REST request itself (requests' exceptions, which the twilio package
-# lets through), most specific first. A read timeout or a connection dropped mid-request is
+# Transport failures of the REST request itself (urllib3's exceptions from carrier_http's client,
+# requests' from TwilioHttpClient behind a proxy; the twilio package lets both through), most
+# specific first. A read timeout or a connection dropped mid-request is
 # ambiguous: Twilio may have accepted the message and only the answer was lost (its REST API has
 # no idempotency key for Create Message: ../shared/reference/twilio-wire.md). Retrying is still
 # right, because the retry sends the same code (`set_code.lua`): at worst one duplicate SMS.
-TRANSPORT_ACTIONS: tuple[tuple[type[requests.RequestException], Action, bool], ...] = (
+TRANSPORT_ACTIONS: tuple[tuple[type[Exception], Action, bool], ...] = (
     # (exception, action, whether Twilio may have acted on the request)
+    # No connection made (NewConnectionError, a refusal or a failed lookup, is one of these):
+    (urllib3.exceptions.ConnectTimeoutError, Action.RETRY, False),
+    (urllib3.exceptions.ReadTimeoutError, Action.RETRY, True),
+    (urllib3.exceptions.HTTPError, Action.RETRY, True),  # the connection dropped mid-request, TLS, …
     (requests.exceptions.ConnectTimeout, Action.RETRY, False),
     (requests.exceptions.ReadTimeout, Action.RETRY, True),
     (requests.exceptions.ConnectionError, Action.RETRY, True),
@@ -110,9 +117,7 @@ class Carrier:
 
     def __init__(self, account_sid: str, auth_token: str, base_url: str, timeout: float) -> None:
         self._args = (account_sid, auth_token, base_url, timeout)
-        http = TwilioHttpClient(timeout=timeout)
-        _environment_once(http.session, base_url)
-        self.client = Client(account_sid, auth_token, http_client=http)
+        self.client = Client(account_sid, auth_token, http_client=http_client(base_url, timeout))
         # Region/edge rewrite the host name (see the wire reference §9); we address one base URL.
         self.client.region = None
         self.client.edge = None
@@ -149,20 +154,6 @@ class Carrier:
         return str(created.sid)
 
 
-def _environment_once(session: requests.Session | None, base_url: str) -> None:
-    """Take the proxy and CA-bundle variables from the environment once, not on every request."""
-    # With trust_env, requests walks the whole environment twice per request for proxies
-    # (get_environ_proxies): about a fifth of a send's CPU (docs/performance.md). A process's
-    # environment does not change while it runs, so requests' own lookup is done here, for the one
-    # base URL every request goes to, and its answer kept on the session.
-    if session is None:
-        return
-    found = session.merge_environment_settings(base_url, {}, None, None, None)
-    session.trust_env = False  # also skips ~/.netrc, which never applies: every request carries its auth
-    session.proxies.update(found["proxies"])
-    session.verify = found["verify"]
-
-
 @contextmanager
 def _translated_errors() -> Iterator[None]:
     """Turn the twilio package's errors into CarrierError with its action."""
@@ -174,12 +165,12 @@ def _translated_errors() -> Iterator[None]:
         raise CarrierError(code, exc.status, exc.msg, classify(code, exc.status)) from None
     except TwilioException as exc:
         raise CarrierError(None, None, str(exc), Action.RETRY) from None
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         action, ambiguous = transport_action(exc)
         raise CarrierError(None, None, f"{type(exc).__name__}: {exc}", action, ambiguous) from None
 
 
-def transport_action(exc: requests.RequestException) -> tuple[Action, bool]:
+def transport_action(exc: Exception) -> tuple[Action, bool]:
     """The action for a failed REST request, and whether Twilio may have acted on it."""
     for kind, action, ambiguous in TRANSPORT_ACTIONS:
         if isinstance(exc, kind):

@@ -5,6 +5,7 @@ import base64
 
 import pytest
 import requests
+import urllib3
 
 from gateway import codes, phone
 from gateway.carrier import Action, classify, transport_action
@@ -144,9 +145,11 @@ def test_error_classification(code: int | None, status: int | None, action: Acti
 @pytest.mark.parametrize(
     "exc, ambiguous",
     [(requests.exceptions.ConnectTimeout(), False), (requests.exceptions.ReadTimeout(), True),
-     (requests.exceptions.ConnectionError(), True), (requests.exceptions.ChunkedEncodingError(), True)],
+     (requests.exceptions.ConnectionError(), True), (requests.exceptions.ChunkedEncodingError(), True),
+     # urllib3's, from the pooled client (gateway/carrier_http.py): refused, no answer in time, cut off
+     (urllib3.exceptions.NewConnectionError(None, "refused"), False),  # type: ignore[arg-type]
+     (urllib3.exceptions.ConnectTimeoutError(), False), (urllib3.exceptions.ReadTimeoutError(None, "/", "late"), True),
+     (urllib3.exceptions.ProtocolError("Connection aborted."), True)],
 )
-def test_transport_failures_are_retried_and_a_late_answer_is_ambiguous(
-    exc: requests.RequestException, ambiguous: bool
-) -> None:
+def test_transport_failures_are_retried_and_a_late_answer_is_ambiguous(exc: Exception, ambiguous: bool) -> None:
     assert transport_action(exc) == (Action.RETRY, ambiguous)

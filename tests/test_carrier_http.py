@@ -1,4 +1,5 @@
-"""The carrier's REST requests honour the environment's proxy settings (read once, at start-up)."""
+"""The carrier's REST requests: the pooled client sends what twilio's own client sends, and the
+environment's proxy settings (read once, at start-up) are honoured."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gateway.carrier import Carrier
+from twilio.http.http_client import TwilioHttpClient
+from urllib.parse import parse_qsl
+
+from gateway.carrier import CallRequest, Carrier
+from gateway.carrier_http import PooledHttpClient
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 
 
@@ -16,13 +21,15 @@ class _Seen(BaseHTTPRequestHandler):
     """Answers any POST as Twilio's Create Message does, and keeps each request line."""
 
     lines: list[str] = []
+    seen: list[tuple[str, dict[str, str], bytes]] = []
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
 
     def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.lines.append(self.requestline)
+        self.seen.append((self.requestline, {k.lower(): v for k, v in self.headers.items()}, body))
         body = json.dumps({"sid": "SM" + "0" * 32, "status": "queued"}).encode()
         self.send_response(201)
         self.send_header("Content-Type", "application/json")
@@ -34,7 +41,7 @@ class _Seen(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     """A loopback HTTP server that plays both the proxy and Twilio; its base URL."""
-    _Seen.lines = []
+    _Seen.lines, _Seen.seen = [], []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Seen)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -64,3 +71,20 @@ def test_no_proxy_sends_straight_to_the_carrier(server: str, monkeypatch: pytest
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert _send(server).startswith("SM")
     assert _Seen.lines == [f"POST /2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json HTTP/1.1"]
+
+
+def test_the_pooled_client_sends_what_twilios_own_client_sends(server: str) -> None:
+    pooled = Carrier(ACCOUNT_SID, AUTH_TOKEN, server, 5.0)
+    assert isinstance(pooled.client.http_client, PooledHttpClient)  # no proxy for loopback here
+    own = Carrier(ACCOUNT_SID, AUTH_TOKEN, server, 5.0)
+    own.client.http_client = TwilioHttpClient(timeout=5.0)
+    call = CallRequest("+48600000001", "+15005550006", "https://gw.example/ivr", "https://gw.example/status", 30,
+                       "DetectMessageEnd")
+    for carrier in (pooled, own):
+        carrier.send_sms("+48600000001", "Kod: 123456 – ważny 5 min", "+15005550006", "https://gw.example/s/1", 300)
+        carrier.place_call(call)
+    wire = [(line, {k: h.get(k) for k in ("authorization", "content-type", "accept", "user-agent")},
+             sorted(parse_qsl(body.decode(), keep_blank_values=True))) for line, h, body in _Seen.seen]
+    assert wire[:2] == wire[2:]  # the same request line, headers and form (repeated keys too)
+    assert ("StatusCallbackEvent", "initiated") in wire[1][2] and ("StatusCallbackEvent", "completed") in wire[1][2]
+    assert ("Body", "Kod: 123456 – ważny 5 min") in wire[0][2]
