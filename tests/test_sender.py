@@ -109,6 +109,24 @@ def test_an_attempt_the_carrier_took_is_not_sent_again_when_its_lease_ends(app, 
     assert record.attempt.status is AttemptStatus.DELIVERED
 
 
+def test_a_text_the_carrier_took_keeps_only_its_digest_and_a_call_keeps_its_code_to_read_out(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
+    from gateway import deliveries
+    from gateway.models import Channel
+
+    svc = app.extensions["gateway"]
+    texted = start(client, MOBILE).get_json()["id"]
+    called = client.post("/v1/verifications", json={"to": "+48600100201", "channel": "call"},
+                         headers={"Authorization": f"Bearer {API_KEY}"}).get_json()["id"]
+    for vid, channel in ((texted, Channel.SMS), (called, Channel.CALL)):
+        assert deliveries.code_for(svc, svc.store.load(vid), 1, "246802") == "246802"
+        assert redis_db.hget(f"gw:vf:{vid}", "enc")
+        assert deliveries.record_sent(svc, vid, 1, channel, "SM" + "1" * 32).kind == "changed"
+    assert not redis_db.hexists(f"gw:vf:{texted}", "enc") and redis_db.hget(f"gw:vf:{texted}", "code")
+    assert deliveries.spoken_code(svc, svc.store.load(called)) == "246802"
+    assert client.post(f"/v1/verifications/{texted}/check", json={"code": "246802"},
+                       headers={"Authorization": f"Bearer {API_KEY}"}).get_json()["valid"]
+
+
 def test_delivery_and_timer_jobs_queued_before_the_upgrade_hand_over_to_the_outbox(app, client, redis_db) -> None:  # type: ignore[no-untyped-def]
     from rq import SimpleWorker
 
