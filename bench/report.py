@@ -179,6 +179,8 @@ def memory_section(results: dict[str, Any]) -> str:
 
 WHY_NO_TTL = {
     "gw:audit": "stream trimmed on every XADD by MINID (AUDIT_RETENTION): bounded by retention × end rate",
+    "gw:conversions": "approvals whose conversion the workers' supervisor has yet to count: emptied every second "
+                      "while a worker runs (here: what the last second's approvals left when the workers stopped)",
     "gw:metrics:ended": "counters; fields = channel × status × reason, a fixed set",
     "gw:metrics:started": "counters; fields = channels, a fixed set",
     "gw:metrics:carrier_errors": "counters; fields = Twilio error codes, a bounded set",
