@@ -132,14 +132,14 @@ def cpu(env: dict[str, str], count: int, redis_cpu: Any) -> dict[str, float]:
 
 def main() -> None:
     """Entry point: `python -m bench.inprocess`."""
-    from bench.run import QUICK, Bench
+    from bench.harness import QUICK, Harness
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--cpu", action="store_true", help="CPU ms per start and per check instead of a profile")
     args = parser.parse_args()
-    bench = Bench(QUICK)
+    bench = Harness(QUICK)
     bench.gw.flushdb()
 
     def redis_cpu() -> float:

@@ -29,7 +29,7 @@ from typing import Any
 import redis
 
 from bench.procs import free_port
-from bench.run import ACCOUNT_SID, API_KEY
+from bench.harness import ACCOUNT_SID, API_KEY
 
 PHASES = {"gateway": ("start", "sent", "delivered", "check"), "reference": ("start", "check")}
 AUTH_TOKEN = "bench-auth-token"
