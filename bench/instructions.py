@@ -6,9 +6,11 @@ and environment give the same count within ~1 %, whatever else the machine does)
 per request through the app's WSGI callable (no gunicorn, no HTTP client: the same for both),
 the instructions of the web process (the app run in a child under callgrind) and of
 redis-server (a private one under callgrind, counted while the app runs natively, its idle
-background per second taken off), for a start, a check and, for the gateway, the two signed
-SMS status callbacks. Counts compare code with code on any machine; they are not time, and they leave out
-what both apps share (gunicorn, sockets, the load generator).
+background per second taken off), for a start, a check and, for the gateway, the send (what a
+worker's sender does for one delivery, in one thread: its share of a claim, the code taken, the
+message created at a fake Twilio on loopback, the send recorded) and the two signed SMS status
+callbacks. Counts compare code with code on any machine; they are not time, and they leave out
+what both apps share (gunicorn, sockets, the load generator) and the sender's threads.
 
 `python -m bench.instructions [--requests 300]`: needs valgrind and a redis-server (the
 machine's /usr/bin/redis-server when present, else the one on PATH); about 4 minutes.
@@ -28,10 +30,10 @@ from typing import Any
 
 import redis
 
-from bench.procs import free_port
+from bench.procs import answers, free_port, poll
 from bench.harness import ACCOUNT_SID, API_KEY
 
-PHASES = {"gateway": ("start", "sent", "delivered", "check"), "reference": ("start", "check")}
+PHASES = {"gateway": ("start", "send", "sent", "delivered", "check"), "reference": ("start", "check")}
 AUTH_TOKEN = "bench-auth-token"
 BASE_URL = "http://127.0.0.1:5000"
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,9 +68,10 @@ def _control(pid: int, *args: str) -> None:
 class Child:
     """The app under callgrind: warm, then per phase zero both counters, run, dump both."""
 
-    def __init__(self, app: str, port: int, counted_pid: int, count: int) -> None:
+    def __init__(self, app: str, port: int, counted_pid: int, count: int, carrier: str = "http://127.0.0.1:9") -> None:
         self.app, self.count, self.pid = app, count, counted_pid
         self.seconds: dict[str, float] = {}
+        self.codes: dict[str, str] = {}  # the code each delivery sent
         self.db = redis.Redis(port=port, db=12)
         self.db.flushdb()
         url = f"redis://127.0.0.1:{port}/12"
@@ -78,7 +81,7 @@ class Child:
 
             env = {"REDIS_URL": url, "GATEWAY_API_KEYS": API_KEY, "GATEWAY_SECRET_KEY": "b" * 40,
                    "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-                   "TWILIO_API_BASE_URL": "http://127.0.0.1:9", "SMS_FROM": "+15005550006",
+                   "TWILIO_API_BASE_URL": carrier, "SMS_FROM": "+15005550006",
                    "PUBLIC_BASE_URL": BASE_URL, "LOG_LEVEL": "WARNING", "RATE_LIMIT_PER_NUMBER": "100000",
                    "GLOBAL_SENDS_PER_MINUTE": "10000000", "RATE_LIMIT_PER_COUNTRY": "10000000",
                    "PUMPING_MIN_SENDS": "1000000", "PUMPING_COUNTRY_MIN_SENDS": "10000000",
@@ -112,15 +115,25 @@ class Child:
         assert status.startswith("201"), data
         return str(json.loads(data)["id"])
 
-    def give_code(self, verification_id: str) -> None:
-        """The gateway's code stored as its delivery stores it (the reference got it at the start)."""
-        if self.app == "gateway":
-            from gateway import deliveries
+    def send(self) -> int:
+        """Every due delivery, as a sender takes and sends it (one thread): how many were sent."""
+        from gateway import deliveries
+        from gateway.sender import BATCH, senders
+        from gateway.store import OUTBOX
 
-            svc = self.flask.extensions["gateway"]
-            with self.flask.app_context():
-                v = svc.store.load(verification_id)
-                assert deliveries.code_for(svc, v, v.attempt.number, "123456") == "123456"
+        svc, send_to, sent = self.flask.extensions["gateway"], senders(), 0
+        with self.flask.app_context():
+            while members := svc.store.claim(OUTBOX, BATCH, 30).members:
+                requests = [deliveries.CodeRequest(m.rsplit(":", 1)[0], int(m.rsplit(":", 1)[1])) for m in members]
+                found, _ = deliveries.take_codes(svc, requests)
+                for r, coded in zip(requests, found):
+                    assert coded is not None, r
+                    channel = coded.verification.attempts[r.attempt - 1].channel
+                    sid = send_to[channel](svc, coded.verification, r.attempt, coded.code)
+                    deliveries.record_sent(svc, r.verification_id, r.attempt, channel, sid)
+                    self.codes[r.verification_id] = coded.code
+                    sent += 1
+        return sent
 
     def callback(self, verification_id: str, status: str) -> None:
         """A signed SMS status callback, as Twilio posts it (twilio's RequestValidator signs it)."""
@@ -135,7 +148,8 @@ class Child:
 
     def check(self, verification_id: str) -> None:
         """A check of the right code; it must approve."""
-        path, body = ((f"/v1/verifications/{verification_id}/check", {"code": "123456"}) if self.app == "gateway"
+        code = self.codes.get(verification_id, "123456")  # the reference got its code at the start
+        path, body = ((f"/v1/verifications/{verification_id}/check", {"code": code}) if self.app == "gateway"
                       else ("/check", {"id": verification_id, "code": "123456"}))
         status, data = self.call(path, body)
         assert json.loads(data)["valid"], data
@@ -150,17 +164,18 @@ class Child:
     def run(self) -> None:
         """Warm up (connections, scripts, caches), then each phase over `count` verifications."""
         for i in range(30):
-            vid = self.start(f"+4861{i:07d}")
-            self.give_code(vid)
+            vid = self.start(f"+48601{i:06d}")
             if self.app == "gateway":
+                assert self.send() == 1
                 self.callback(vid, "sent")
                 self.callback(vid, "delivered")
             self.check(vid)
         ids: list[str] = []
         self.phase("start", lambda: ids.extend(self.start(f"+4860{i:07d}") for i in range(self.count)))
-        for vid in ids:
-            self.give_code(vid)
         if self.app == "gateway":
+            sent: list[int] = []
+            self.phase("send", lambda: sent.append(self.send()))
+            assert sent == [self.count], sent
             for status in ("sent", "delivered"):
                 self.phase(status, lambda s=status: [self.callback(vid, s) for vid in ids])
         self.phase("check", lambda: [self.check(vid) for vid in ids])
@@ -168,13 +183,13 @@ class Child:
         self.db.flushdb()
 
 
-def _child(command: list[str], app: str, port: int, redis_pid: int, count: int) -> dict[str, float]:
+def _child(command: list[str], app: str, port: int, redis_pid: int, count: int, carrier: str) -> dict[str, float]:
     """Run one app's phases in a child process, counting redis-server (redis_pid) or itself (0);
     the seconds each phase took."""
     with tempfile.NamedTemporaryFile(suffix=".json") as seconds:
         child = subprocess.run(
             [*command, "-m", "bench.instructions", "--child", app, "--port", str(port), "--count-pid", str(redis_pid),
-             "--requests", str(count), "--seconds-to", seconds.name],
+             "--requests", str(count), "--seconds-to", seconds.name, "--carrier", carrier],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=1800)
         if child.returncode:
             raise RuntimeError(f"the {app} run failed:\n{child.stderr[-3000:]}")
@@ -186,12 +201,16 @@ def measure(count: int) -> dict[str, Any]:
     out: dict[str, Any] = {"requests": count, "redis_server": _redis_binary()}
     with tempfile.TemporaryDirectory(prefix="bench-instr-") as tmp:
         directory = Path(tmp)
-        port = free_port()
+        port, fake_port = free_port(), free_port()
+        carrier = f"http://127.0.0.1:{fake_port}"  # the fake Twilio the send phase creates messages at
         server = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={directory}/redis.out", _redis_binary(),
              "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        fake = subprocess.Popen([sys.executable, "-m", "bench.fake_twilio", "--port", str(fake_port)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
+            poll(lambda: answers(f"{carrier}/_bench/stats"), 30, "the fake Twilio")
             client = redis.Redis(port=port)
             deadline = time.monotonic() + 60
             while True:
@@ -208,20 +227,25 @@ def measure(count: int) -> dict[str, Any]:
                 # callgrind; Redis's own background work (its cron) is taken off per phase second.
                 for stale in directory.glob("redis.out.*"):
                     stale.unlink()
-                seconds = _child([sys.executable], app, port, server.pid, count)
+                seconds = _child([sys.executable], app, port, server.pid, count, carrier)
                 store = _dumps(directory, "redis")
                 background = store["idle"] / seconds["idle"]
                 _child(["valgrind", "--tool=callgrind", f"--callgrind-out-file={directory}/{app}.out", sys.executable],
-                       app, port, 0, count)
+                       app, port, 0, count, carrier)
                 web = _dumps(directory, app)
                 out[app] = {p: {"web": round(web[p] / count),
                                 "redis": round((store[p] - background * seconds[p]) / count)} for p in PHASES[app]}
         finally:
             server.terminate()
             server.wait(30)
+            fake.terminate()
+            fake.wait(30)
     for app in PHASES:
         rows = out[app]
         out[app]["api path"] = {side: rows["start"][side] + rows["check"][side] for side in ("web", "redis")}
+    # A whole SMS verification: the web's requests, the sender's send (a worker's), Redis's share of each.
+    out["gateway"]["verification"] = {side: sum(out["gateway"][p][side] for p in PHASES["gateway"])
+                                      for side in ("web", "redis")}
     gw, ref = out["gateway"]["api path"], out["reference"]["api path"]
     out["reference ÷ gateway, api path"] = round((ref["web"] + ref["redis"]) / (gw["web"] + gw["redis"]), 3)
     return out
@@ -229,7 +253,7 @@ def measure(count: int) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     """The counts as a Markdown table, in thousands of instructions per request."""
-    lines = ["| app | request | web (k instr.) | redis-server (k instr.) | both |", "|---|---|---|---|---|"]
+    lines = ["| app | request | web or worker (k instr.) | redis-server (k instr.) | both |", "|---|---|---|---|---|"]
     for app in PHASES:
         for name, row in result[app].items():
             lines.append(f"| {app} | {name} | {row['web'] / 1000:.0f} | {row['redis'] / 1000:.0f} | "
@@ -247,9 +271,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds-to", help=argparse.SUPPRESS)
+    parser.add_argument("--carrier", default="http://127.0.0.1:9", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child = Child(args.child, args.port, args.count_pid or os.getpid(), args.requests)
+        child = Child(args.child, args.port, args.count_pid or os.getpid(), args.requests, args.carrier)
         child.run()
         Path(args.seconds_to).write_text(json.dumps(child.seconds))
         return
