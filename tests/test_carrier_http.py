@@ -1,18 +1,22 @@
-"""The carrier's REST requests: the pooled client sends what twilio's own client sends, and the
-environment's proxy settings (read once, at start-up) are honoured."""
+"""The carrier's REST requests: the pooled client sends what twilio's own client sends, checks the
+carrier's TLS certificate as requests would, and the environment's proxy settings (read once, at
+start-up) are honoured."""
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
-
-from twilio.http.http_client import TwilioHttpClient
+from pathlib import Path
 from urllib.parse import parse_qsl
 
-from gateway.carrier import CallRequest, Carrier
+import pytest
+from twilio.http.http_client import TwilioHttpClient
+
+from gateway.carrier import Action, CallRequest, Carrier, CarrierError
 from gateway.carrier_http import PooledHttpClient
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 
@@ -88,3 +92,56 @@ def test_the_pooled_client_sends_what_twilios_own_client_sends(server: str) -> N
     assert wire[:2] == wire[2:]  # the same request line, headers and form (repeated keys too)
     assert ("StatusCallbackEvent", "initiated") in wire[1][2] and ("StatusCallbackEvent", "completed") in wire[1][2]
     assert ("Body", "Kod: 123456 – ważny 5 min") in wire[0][2]
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate for 127.0.0.1 it signed: (ca.pem, server.pem, server.key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_tls_to_the_carrier_is_verified_against_requests_ca_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca, cert, key = _tls_files(tmp_path)
+    _Seen.lines, _Seen.seen = [], []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Seen)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"https://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "CURL_CA_BUNDLE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        with pytest.raises(CarrierError) as refused:  # certifi's roots do not know this CA
+            _send(base)
+        assert refused.value.action is Action.RETRY and "SSL" in refused.value.message
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))  # as requests reads it
+        carrier = Carrier(ACCOUNT_SID, AUTH_TOKEN, base, 5.0)
+        assert isinstance(carrier.client.http_client, PooledHttpClient)
+        assert carrier.send_sms("+48600000001", "code 123456", "+15005550006", None, 300).startswith("SM")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
