@@ -287,18 +287,31 @@ def fold_conversions(svc: Services) -> int:
         entries = svc.abuse.queued_conversions(FOLD_BATCH)
         if not entries:
             break
-        named = {"queue": keys.CONVERSIONS}
+        named, keyed = {"queue": keys.CONVERSIONS}, []
         for i, entry in enumerate(entries, 1):
-            _, to, country, _ = entry.split("|", 3)
-            named.update({f"c{i}": keys.converted(to), f"p{i}": keys.window("prefix", prefix_of(to)),
-                          f"n{i}": keys.window("country", country)})
-        if not svc.abuse.fold({"keys": named, "entries": entries, "window": a.pumping_window, "buckets": BUCKETS,
-                               "memory": a.converted_memory}):
+            named.update(_conversion_keys(i, entry))
+            keyed.append(f"c{i}" in named)
+        if not svc.abuse.fold({"keys": named, "entries": entries, "keyed": keyed, "window": a.pumping_window,
+                               "buckets": BUCKETS, "memory": a.converted_memory}):
             continue  # another supervisor counted this head first: read the queue again
         counted += len(entries)
         if len(entries) < FOLD_BATCH:
             break
     return counted
+
+
+def _conversion_keys(i: int, entry: str) -> dict[str, str]:
+    """Queued entry i's keys (its number's mark, its range's and country's windows); none for an
+    entry not in finish()'s form, which convert.lua then drops rather than let it stop the queue."""
+    parts = entry.split("|", 3)
+    if len(parts) != 4 or not parts[0].isdigit() or not parts[1]:
+        return {}
+    try:
+        prefix = prefix_of(parts[1])
+    except phonenumbers.NumberParseException:
+        return {}
+    return {f"c{i}": keys.converted(parts[1]), f"p{i}": keys.window("prefix", prefix),
+            f"n{i}": keys.window("country", parts[2])}
 
 
 def latest_expiry(v: Verification, first_ttl: int, ttl: int) -> float:

@@ -2,8 +2,8 @@
 -- <user>" in K.queue), oldest first: one in the prefix's and the country's windows in the bucket
 -- of the approval's second, and the number (and the user with it) remembered as converted.
 -- ARGV[1]: {keys: {queue, c<i>, p<i>, n<i>: entry i's converted mark, prefix window and country
--- window}, entries, window, buckets, memory} (MessagePack; after abuse_lib.lua and
--- conversion_lib.lua). The entries are the queue's head as the caller read it: when it is no
+-- window}, entries, keyed (whether entry i has its keys), window, buckets, memory} (MessagePack;
+-- after abuse_lib.lua and conversion_lib.lua). The entries are the queue's head as the caller read it: when it is no
 -- longer (another supervisor counted them first), nothing is counted and the answer is 'moved'.
 local n = #p.entries
 local head = redis.call('LRANGE', K.queue, 0, n - 1)
@@ -11,9 +11,13 @@ for i = 1, n do
   if head[i] ~= p.entries[i] then return 'moved' end
 end
 for i = 1, n do
-  local sec, user = string.match(p.entries[i], '^(%d+)|[^|]*|[^|]*|(.*)$')
-  local c = {window = p.window, buckets = p.buckets, memory = p.memory, user = user or ''}
-  count_conversion(K['c' .. i], K['p' .. i], K['n' .. i], c, tonumber(sec))
+  local sec, user = string.match(p.entries[i], '^(%d+)|[^|]+|[^|]*|(.*)$')
+  -- An entry in no other form, or one its caller could not key (none is written so), is dropped,
+  -- not left to stop the queue.
+  if sec and p.keyed[i] then
+    local c = {window = p.window, buckets = p.buckets, memory = p.memory, user = user}
+    count_conversion(K['c' .. i], K['p' .. i], K['n' .. i], c, tonumber(sec))
+  end
 end
 redis.call('LTRIM', K.queue, n, -1)
 return 'ok'
