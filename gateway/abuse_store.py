@@ -115,7 +115,7 @@ class AbuseStore:
         """The oldest `most` approvals whose conversion is yet to be counted (keys.CONVERSIONS)."""
         return [_text(entry) for entry in self.redis.lrange(keys.CONVERSIONS, 0, most - 1)]
 
-    def conversions_queued(self) -> int:
+    def conversion_backlog(self) -> int:
         """How many approvals' conversions wait to be counted."""
         return int(self.redis.llen(keys.CONVERSIONS))
 

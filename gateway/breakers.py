@@ -68,7 +68,7 @@ class AbuseCollector(Collector):
             counters = self.svc.abuse.counters()
             breakers = self.svc.abuse.breakers(now)
             spend = self.svc.abuse.spend(int(now // 86400))
-            queued = self.svc.abuse.conversions_queued()
+            queued = self.svc.abuse.conversion_backlog()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             log.warning("metrics without abuse counters: %s", exc)
             return

@@ -252,10 +252,15 @@ def test_queued_conversions_count_at_their_approval_s_second_once_in_batches(mak
     # Queued as finish() queues them: an approval two buckets ago, one now (no user), a user with a '|'.
     queued = [f"{now - 2 * bucket}|{PL}|PL|ann", f"{now}|+48600100201|PL|", f"{now}|+48600100202|PL|a|b"]
     queued += [f"{now}|+4860010{i:04d}|PL|" for i in range(1000, 1000 + 2 * abuse.FOLD_BATCH)]
-    # Three malformed (none is written so) are dropped, not left to stop the queue.
-    redis_db.rpush(keys.CONVERSIONS, "not an approval", *queued, f"{now}||PL|", f"{now}|+0|PL|")
-    assert abuse.fold_conversions(svc) == len(queued) + 3
+    # Three malformed (none is written so) are dropped, not left to stop the queue; one approved two
+    # windows ago (no supervisor ran) marks its number but is past every window.
+    late = now - 2 * svc.settings.abuse.pumping_window
+    redis_db.rpush(keys.CONVERSIONS, "not an approval", *queued, f"{now}||PL|", f"{now}|+0|PL|",
+                   f"{late}|+48600100203|PL|")
+    assert abuse.fold_conversions(svc) == len(queued) + 4
+    assert redis_db.hget(keys.converted("+48600100203"), "at") == str(late).encode()
     fields = redis_db.hgetall(window)
+    assert f"c{late // bucket}".encode() not in fields
     assert fields[f"c{now // bucket - 2}".encode()] == b"1"  # in its own bucket, not the fold's
     assert conversions_in(redis_db, window) == len(queued)
     assert redis_db.hget(keys.converted(PL), "u:ann") == str(now - 2 * bucket).encode()

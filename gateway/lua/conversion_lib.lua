@@ -1,4 +1,4 @@
--- The pumping windows (docs/abuse.md), shared by admit.lua, convert.lua and check.lua. A range's
+-- The pumping windows (docs/abuse.md), shared by admit.lua and convert.lua. A range's
 -- or a country's window is one hash: sends in fields 's<bucket>', conversions in 'c<bucket>',
 -- buckets of window / buckets seconds numbered by Redis's clock (sec, whole seconds), so the
 -- window slides by one bucket and no caller chooses a key by its own clock. w: {window, buckets}.
@@ -49,18 +49,4 @@ local function window_add(key, what, w, sec)
   end
   redis.call('HDEL', key, unpack(old))
   redis.call('EXPIRE', key, size * (w.buckets + 1))
-end
-
--- Counting a conversion, shared by convert.lua and check.lua (an approving check counts its
--- own): one in the prefix's and the country's windows, and the number (and the user with it)
--- remembered as converted. c: {window, buckets, memory, user}; sec: Redis's time.
-local function count_conversion(converted, prefix_window, country_window, c, sec)
-  window_add(prefix_window, 'c', c, sec)
-  window_add(country_window, 'c', c, sec)
-  if c.memory > 0 then
-    local at = string.format('%d', sec)
-    redis.call('HSET', converted, 'at', at)
-    if c.user ~= '' then redis.call('HSET', converted, 'u:' .. c.user, at) end
-    redis.call('EXPIRE', converted, c.memory)
-  end
 end

@@ -10,13 +10,23 @@ local head = redis.call('LRANGE', K.queue, 0, n - 1)
 for i = 1, n do
   if head[i] ~= p.entries[i] then return 'moved' end
 end
+local now_bucket = window_bucket(p, SEC)
 for i = 1, n do
-  local sec, user = string.match(p.entries[i], '^(%d+)|[^|]+|[^|]*|(.*)$')
+  local at, user = string.match(p.entries[i], '^(%d+)|[^|]+|[^|]*|(.*)$')
   -- An entry in no other form, or one its caller could not key (none is written so), is dropped,
   -- not left to stop the queue.
-  if sec and p.keyed[i] then
-    local c = {window = p.window, buckets = p.buckets, memory = p.memory, user = user}
-    count_conversion(K['c' .. i], K['p' .. i], K['n' .. i], c, tonumber(sec))
+  if at and p.keyed[i] then
+    -- Counted late (no supervisor ran for a window): its bucket would never be summed again, and a
+    -- field that old is past window_add's pruning, so only the number is remembered.
+    if window_bucket(p, tonumber(at)) > now_bucket - p.buckets then
+      window_add(K['p' .. i], 'c', p, tonumber(at))
+      window_add(K['n' .. i], 'c', p, tonumber(at))
+    end
+    if p.memory > 0 then
+      redis.call('HSET', K['c' .. i], 'at', at)
+      if user ~= '' then redis.call('HSET', K['c' .. i], 'u:' .. user, at) end
+      redis.call('EXPIRE', K['c' .. i], p.memory)
+    end
   end
 end
 redis.call('LTRIM', K.queue, n, -1)
