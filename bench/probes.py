@@ -170,8 +170,8 @@ PATTERNS = [
     (re.compile(r"\+\d{8,15}"), "<e164>"),
     (re.compile(r"(rq:worker:)[^:]+"), r"\1<name>"),
     (re.compile(r"(gw:worker:)[^:]+"), r"\1<name>"),
-    (re.compile(r"^(gw:lim:(?:ip|user|checks):).+"), r"\1<client>"),
-    (re.compile(r"^(gw:lim:pair:<e164>:).+"), r"\1<client>"),
+    (re.compile(r"^(gw:lim:checks:).+"), r"\1<client>"),
+    (re.compile(r"^(gw:limits:)\d+:\d+$"), r"\1<generation>:<shard>"),
     (re.compile(r":\d{4,}$"), ":<n>"),
 ]
 

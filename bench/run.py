@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -173,7 +173,7 @@ class Bench(Harness):
         self.gw.flushdb()
         before, used0, stats0 = probes.key_sizes(self.gw), probes.settled_used_memory(self.gw), probes.memory_stats(self.gw)
         self.fake_call("POST", "/_bench/reset")
-        started, _ = self.phase(self.take(count), 32, start, cap=120)
+        started, _ = self.phase(self.take(count), 32, start, cap=120 + count / 100)
         at_once = probes.used_memory(self.gw)
         queued, used1, stats1 = probes.key_sizes(self.gw), probes.settled_used_memory(self.gw), probes.memory_stats(self.gw)
         vf_keys = [k for k in queued if k.startswith("gw:vf:")][:200]
@@ -184,7 +184,7 @@ class Bench(Harness):
         try:
             self.start_workers(1)
             poll(lambda: self.fake_call("GET", "/_bench/stats?brief=1")["callbacks_done"] >= 2 * started.done,
-                 120, "deliveries and callbacks")
+                 120 + count / 100, "deliveries and callbacks")
             time.sleep(0.5)  # the worker's last bookkeeping after its send
         finally:
             self.fake_call("POST", "/_bench/config", {"callbacks": False})
@@ -333,9 +333,13 @@ def main() -> None:
     parser.add_argument("--api-only", action="store_true", help="only the API path beside the reference")
     parser.add_argument("--bytes-only", action="store_true", help="only the Redis bytes per verification")
     parser.add_argument("--e2e-only", action="store_true", help="only whole verifications, CPU per process")
+    parser.add_argument("--memory", type=int, default=0,
+                        help="verifications in the Redis bytes measurement (default 1000, --quick 200)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops what was started
     sizes = QUICK if args.quick else FULL
+    if args.memory:
+        sizes = replace(sizes, memory=args.memory)
     bench = Bench(sizes)
     if args.bytes_only:
         results = bench.run_bytes_only()
@@ -344,10 +348,11 @@ def main() -> None:
     else:
         results = bench.run_api_only() if args.api_only else bench.run()
     flags = (" --quick" if args.quick else "") + (" --api-only" if args.api_only else "") \
-        + (" --bytes-only" if args.bytes_only else "") + (" --e2e-only" if args.e2e_only else "")
+        + (" --bytes-only" if args.bytes_only else "") + (" --e2e-only" if args.e2e_only else "") \
+        + (f" --memory {args.memory}" if args.memory else "")
     results["command"] = "python -m bench.run" + flags
     OUT.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + flags.replace(" --", "-")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + flags.replace(" --", "-").replace(" ", "-")
     if args.api_only:
         Path(OUT / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
         for row in results["api"]:

@@ -88,14 +88,22 @@ def check_number_type(svc: Services, number: PhoneNumber) -> None:
 
 
 def _timed(svc: Services, payload: dict[str, Any]) -> Callable[[float], dict[str, Any]]:
-    """The request with the key that depends on the time (the spend day) chosen at a given time.
-    The script checks it against Redis's clock, and the store chooses again at Redis's time when
-    they disagree (AbuseStore._clocked): Redis's clock decides. (The pumping windows' buckets
-    are fields the scripts choose at Redis's time: conversion_lib.lua.)"""
+    """The request with the keys that depend on the time (the spend day, the limits hashes of this
+    window generation and the last) chosen at a given time. The script checks them against Redis's
+    clock, and the store chooses again at Redis's time when they disagree (AbuseStore._clocked):
+    Redis's clock decides. (The pumping windows' buckets are fields the scripts choose at Redis's
+    time: conversion_lib.lua.)"""
+    window = svc.settings.rate_limit_window
+    shards = payload.pop("shards")  # the script needs their keys, not them
 
     def at(now: float) -> dict[str, Any]:
-        day = int(now // keys.DAY)
-        return payload | {"keys": payload["keys"] | {"spend": keys.spend(day)}, "clock": {"day": day}}
+        day, generation = int(now // keys.DAY), int(now // window)
+        chosen = {"spend": keys.spend(day)}
+        for name, identity in shards.items():
+            chosen[name] = keys.limits(generation, identity)
+            chosen[f"{name}_prev"] = keys.limits(generation - 1, identity)
+        return payload | {"keys": payload["keys"] | chosen,
+                          "clock": {"day": day, "generation": generation, "window": window}}
     return at
 
 
@@ -120,14 +128,17 @@ def _payload(
         "global": [a.global_per_minute, 60],
         "confirm": [a.confirm_calls_per_hour, 3600],
     }
-    named = {
-        "pair": keys.limit("pair", e164, client), "number": keys.limit("number", e164),
-        "country": keys.limit("country", country), "global": keys.GLOBAL_LIMIT, "confirm": keys.limit("confirm", e164),
-    }
+    named = {"country": keys.limit("country", country), "global": keys.GLOBAL_LIMIT, "confirm": keys.limit("confirm", e164)}
+    # The counters kept in the shared limits hashes (keys.limits): each one's field, and the
+    # identity whose shard holds it (a number's pairs beside it, so the console finds them).
+    number_field = keys.limit_field("number", e164)
+    fields = {"pair": keys.limit_field("pair", e164, client), "number": number_field}
+    shards = {"pair": number_field, "number": number_field}
     if ip:
-        limits["ip"], named["ip"] = [a.per_ip, window], keys.limit("ip", ip)
+        limits["ip"], fields["ip"] = [a.per_ip, window], keys.limit_field("ip", ip)
     if user_id:
-        limits["user"], named["user"] = [a.per_user, window], keys.limit("user", user_id)
+        limits["user"], fields["user"] = [a.per_user, window], keys.limit_field("user", user_id)
+    shards |= {name: fields[name] for name in ("ip", "user") if name in fields}
     paid = channel is not Channel.TOTP
     prefix = prefix_of(e164)
     named |= {  # and the time-chosen ones: _timed
@@ -141,6 +152,7 @@ def _payload(
         "keys": named, "kind": kind, "idem": bool(idem), "number": e164, "user": user_id or "", "country": country,
         "prefix": prefix, "limited": kind != "fallback", "paid": paid,
         "confirm_call": channel is Channel.CALL and ivr_mode == "confirm", "limits": limits,
+        "fields": fields, "shards": shards,
         "pump": {
             "window": a.pumping_window, "buckets": BUCKETS, "cooloff": a.pumping_cooloff,
             "min_sends": a.pumping_min_sends, "country_min_sends": a.pumping_country_min_sends,

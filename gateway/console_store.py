@@ -7,6 +7,7 @@ script (record_action.lua) is registered in `Store.__init__` and run through its
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway import keys
@@ -15,6 +16,26 @@ if TYPE_CHECKING:
     import redis
 
     from gateway.store import Outcome
+
+
+@dataclass(frozen=True)
+class LimitCounter:
+    """One of a number's start counters while its window runs."""
+
+    kind: str  # 'number' (all clients), 'pair' (one client) or 'confirm' (confirm calls)
+    client: str  # a pair's client ('' for the others, and for a start that named none)
+    count: int
+    seconds_left: int
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A number's counters as read: the live ones, every field of the number in each limits hash,
+    and its counters that are keys of their own."""
+
+    counters: list[LimitCounter]
+    fields: dict[str, list[str]]
+    own: list[str]
 
 
 class ConsoleStore:
@@ -65,23 +86,52 @@ class ConsoleStore:
         value, ttl = pipe.execute()
         return None if value is None else (value.decode(), int(ttl))
 
-    def limit_counters(self, number: str) -> dict[str, tuple[int, int]]:
-        """The abuse limits' start counters of a number (key: (count, seconds left)): the
-        number's own, one per client (pair) and the confirm-call one."""
-        found = [keys.limit("number", number), keys.limit("confirm", number)]
-        # Console-only: the pair keys of one number are found by a SCAN, never on a request path.
-        found += [k.decode() for k in self.redis.scan_iter(match=keys.limit_pattern("pair", number), count=1000)]
+    def _limit_fields(self, number: str, window: int) -> _Found:
+        # Console-only: a number's pairs are found by scanning its shard of the limits hashes
+        # (this window generation's and the last's: admit.lua), never on a request path.
+        seconds = int(self.redis.time()[0])
+        number_field = keys.limit_field("number", number)
+        pair_prefix = keys.limit_field("pair", number, "")
+        values: dict[str, str] = {}
+        fields: dict[str, list[str]] = {}
+        for generation in (seconds // window - 1, seconds // window):  # this generation's last: it wins
+            key = keys.limits(generation, number_field)
+            found = {f.decode(): v.decode() for f, v in self.redis.hscan_iter(key, match=f"{pair_prefix}*", count=1000)}
+            mine = self.redis.hget(key, number_field)
+            if mine is not None:
+                found[number_field] = mine.decode()
+            fields[key] = list(found)
+            values |= found
+        counters = []
+        for field, value in sorted(values.items()):
+            count, ends = (int(part) for part in value.split(":"))
+            if ends > seconds:
+                kind, client = ("number", "") if field == number_field else ("pair", field[len(pair_prefix):])
+                counters.append(LimitCounter(kind, client, count, ends - seconds))
+        confirm = keys.limit("confirm", number)
         pipe = self.redis.pipeline(transaction=False)
-        for key in found:
-            pipe.get(key)
-            pipe.ttl(key)
-        replies = pipe.execute()
-        return {key: (int(replies[2 * i]), int(replies[2 * i + 1]))
-                for i, key in enumerate(found) if replies[2 * i] is not None}
+        pipe.get(confirm)
+        pipe.ttl(confirm)
+        count, ttl = pipe.execute()
+        if count is not None:
+            counters.append(LimitCounter("confirm", "", int(count), int(ttl)))
+        return _Found(counters, fields, [confirm])
 
-    def clear_keys(self, names: list[str]) -> int:
-        """Delete keys; how many existed."""
-        return int(self.redis.delete(*names)) if names else 0
+    def limit_counters(self, number: str, window: int) -> list[LimitCounter]:
+        """The abuse limits' start counters of a number whose window runs: the number's own, one
+        per client (pair) and the confirm-call one (window: RATE_LIMIT_WINDOW)."""
+        return self._limit_fields(number, window).counters
+
+    def clear_limit_counters(self, number: str, window: int) -> list[LimitCounter]:
+        """Reset a number's start counters; those whose window ran."""
+        found = self._limit_fields(number, window)
+        pipe = self.redis.pipeline(transaction=True)
+        for key, fields in found.fields.items():
+            if fields:
+                pipe.hdel(key, *fields)
+        pipe.delete(*found.own)
+        pipe.execute()
+        return found.counters
 
     def record_action(self, fields: Mapping[str, str]) -> None:
         """Append an operator's action to its stream, trimmed by age like the audit stream."""

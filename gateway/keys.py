@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import zlib
 from dataclasses import dataclass
 
 # The send queue: deliveries ("<id>:<attempt>") scored by when they are due (Redis time). Written
@@ -126,13 +127,30 @@ def usage(name: str) -> str:
 
 
 def limit(axis: str, *parts: str) -> str:
-    """A limit's fixed-window counter (pair, number, ip, user, country, confirm, checks)."""
+    """A limit's fixed-window counter of its own (country, confirm, checks)."""
     return ":".join([f"gw:lim:{axis}", *parts])
 
 
-def limit_pattern(axis: str, *parts: str) -> str:
-    """A SCAN pattern for the counters of an axis under the given parts (console only)."""
-    return limit(axis, *parts, "*")
+# The start counters of one number, client or user (pair, number, ip, user) are fields of
+# shared hashes, not keys of their own: a key with a TTL costs ~130 B of Redis (its object,
+# and entries in the key and expiry tables), a field in a small hash (listpack) ~30 B. This is
+# Redis's documented pattern for many small counters ("Use hashes when possible",
+# https://redis.io/docs/latest/operate/oss_and_stack/management/optimization/memory-optimization/).
+# A field's hash is chosen by its identity (crc32) among LIMIT_SHARDS, so each hash stays within
+# the listpack encoding (hash-max-listpack-entries, 128) up to ~100,000 counters a window, and by
+# the generation of the window setting its first send fell in (admit.lua explains why two).
+LIMIT_SHARDS = 1024
+
+
+def limits(generation: int, identity: str) -> str:
+    """The hash holding the start counters begun in one generation (Redis's seconds //
+    RATE_LIMIT_WINDOW) of the identity's shard (its number, client address or user)."""
+    return f"gw:limits:{generation}:{zlib.crc32(identity.encode()) % LIMIT_SHARDS}"
+
+
+def limit_field(axis: str, *parts: str) -> str:
+    """A start counter's field in its limits hash: 'n<e164>', 'p<e164>|<client>', 'i<ip>', 'u<user>'."""
+    return {"number": "n", "pair": "p", "ip": "i", "user": "u"}[axis] + "|".join(parts)
 
 
 def window(scope: str, scope_id: str) -> str:

@@ -104,12 +104,11 @@ def number_state(svc: Services, number: str) -> NumberState:
     limits = {"number": ("all clients", a.per_number_any_client), "confirm": ("confirm calls", a.confirm_calls_per_hour),
               "pair": ("one client", s.rate_limit_per_number)}
     counters = []
-    for key, (count, ttl) in sorted(svc.store.limit_counters(number).items()):
-        kind = key.split(":")[2]
-        label, limit = limits[kind]
-        if kind == "pair":
-            label = f"client {key.split(':', 4)[4] or 'unknown'}"
-        counters.append(Counter(label, count, limit, ttl))
+    for found in svc.store.limit_counters(number, s.rate_limit_window):
+        label, limit = limits[found.kind]
+        if found.kind == "pair":
+            label = f"client {found.client or 'unknown'}"
+        counters.append(Counter(label, found.count, limit, found.seconds_left))
     prefix, country = abuse.prefix_of(number), phone.parse(number, None).country
     tripped = [breakers.to_json(b) for b in breakers.tripped(svc)
                if (b.scope, b.id) in (("prefix", prefix), ("country", country))]
@@ -127,11 +126,10 @@ def unblock(svc: Services, caller: Caller, number: str, via: str = "api") -> boo
 
 def clear_rate_limit(svc: Services, caller: Caller, number: str, via: str = "api") -> int:
     """Reset the number's start counters; how many there were."""
-    counters = svc.store.limit_counters(number)
-    cleared = svc.store.clear_keys(list(counters))
-    detail = ", ".join(f"{k.split(':')[2]} {c}" for k, (c, _) in sorted(counters.items())) or "nothing counted"
+    counters = svc.store.clear_limit_counters(number, svc.settings.rate_limit_window)
+    detail = ", ".join(f"{c.kind} {c.count}" for c in counters) or "nothing counted"
     record(svc, caller, "clear_rate_limit", number, detail, via)
-    return cleared
+    return len(counters)
 
 
 def reset_breaker(svc: Services, caller: Caller, scope: str, breaker_id: str, via: str = "api") -> bool:

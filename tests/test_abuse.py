@@ -136,6 +136,51 @@ def test_user_country_and_global_limits(make) -> None:
     assert refused(start(client, "+12015550124"), "global")
 
 
+def counters(redis_db) -> dict[str, tuple[int, int, int]]:  # type: ignore[no-untyped-def]
+    """Every start counter in the limits hashes: field -> (count, its window's end, its hash's TTL)."""
+    found = {}
+    for key in redis_db.scan_iter("gw:limits:*"):
+        for field, value in redis_db.hgetall(key).items():
+            count, ends = value.decode().split(":")
+            found[field.decode()] = (int(count), int(ends), redis_db.ttl(key))
+    return found
+
+
+def number_counters(redis_db, number: str) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+    """Every field of a number's start counters in the limits hashes and its confirm counter: (key, field, value)."""
+    found = [(k.decode(), f.decode(), v.decode()) for k in redis_db.scan_iter("gw:limits:*")
+             for f, v in redis_db.hgetall(k).items() if number in f.decode()]
+    confirm = redis_db.get(keys.limit("confirm", number))
+    return sorted(found + ([(keys.limit("confirm", number), "", confirm.decode())] if confirm else []))
+
+
+def test_start_counters_are_fields_of_shared_hashes_with_a_window_from_their_first_send(make, redis_db) -> None:
+    app, client = make({"rate_limit_window": 600})
+    for _ in range(2):
+        assert start(client, PL, user_id="ann", client_ip="192.0.2.7").status_code == 201
+    now, _ = redis_db.time()
+    found = counters(redis_db)
+    assert set(found) == {f"n{PL}", f"p{PL}|192.0.2.7", "i192.0.2.7", "uann"}
+    for count, ends, ttl in found.values():
+        assert count == 2 and now < ends <= now + 600
+        assert ends - now <= ttl <= 2 * 600  # a hash lives until the last of its counters ends
+    assert {k.decode() for k in redis_db.scan_iter("gw:lim:*")} == {"gw:lim:country:PL", "gw:lim:global"}  # no key of its own
+
+
+def test_a_counter_begun_in_the_last_generation_counts_until_its_window_ends(make, redis_db) -> None:
+    app, client = make({"rate_limit_window": 86400, "rate_limit_per_number": 5}, per_number_any_client=5)
+    a, b = numbers("+48600", 2)
+    now, _ = redis_db.time()
+    last = now // 86400 - 1
+    # Five sends each, begun in the last generation: a's window runs 100 s more, b's ended.
+    redis_db.hset(keys.limits(last, f"n{a}"), f"n{a}", f"5:{now + 100}")
+    redis_db.hset(keys.limits(last, f"n{b}"), f"n{b}", f"5:{now}")
+    r = start(client, a)
+    assert refused(r, "number") and 99 <= int(r.headers["Retry-After"]) <= 101
+    assert start(client, b).status_code == 201
+    assert redis_db.hget(keys.limits(now // 86400, f"n{b}"), f"n{b}").decode().startswith("1:")  # a new window
+
+
 def test_malformed_client_ip_is_invalid_request(make, redis_db) -> None:
     app, client = make()
     r = start(client, client_ip="2001:db8::/64")

@@ -110,6 +110,9 @@ def test_a_node_an_hour_ahead_counts_sends_in_redis_s_pumping_bucket_and_day(app
     assert set(sends) <= {seconds // size, seconds // size - 1}  # -1: a boundary passed meanwhile
     assert [k.decode() for k in redis_db.scan_iter("gw:spend:*")] in (
         [keys.spend(seconds // keys.DAY)], [keys.spend(seconds // keys.DAY - 1)])
+    window = svc.settings.rate_limit_window
+    assert {int(k.decode().split(":")[2]) for k in redis_db.scan_iter("gw:limits:*")} <= {
+        seconds // window, seconds // window - 1}  # the number's counters, in Redis's generation
     assert abs(learnt - time.time()) < 60  # the node's clock corrected by Redis's
 
 

@@ -9,12 +9,14 @@ local p = cmsgpack.unpack(ARGV[1])
 local K = {}
 for name, at in pairs(p.keys) do K[name] = KEYS[at] end
 
--- The caller chose the key that depends on the time (the spend day: p.clock) by its own clock.
--- When Redis's clock says otherwise the script changes nothing and answers {'clock', Redis's
--- time}; the caller chooses again (gateway/abuse_store.py _clocked).
+-- The caller chose the keys that depend on the time (p.clock: the spend day, the limits hashes'
+-- window generation) by its own clock. When Redis's clock says otherwise the script changes
+-- nothing and answers {'clock', Redis's time}; the caller chooses again (gateway/abuse_store.py
+-- _clocked).
 local function clock_disagrees()
   local c = p.clock
-  return c ~= nil and math.floor(SEC / 86400) ~= c.day
+  return c ~= nil and (math.floor(SEC / 86400) ~= c.day
+                       or (c.generation ~= nil and math.floor(SEC / c.window) ~= c.generation))
 end
 local CLOCK = {'clock', string.format('%.6f', NOW)}
 

@@ -42,6 +42,51 @@ local function bump(key, window)
   if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, window) end
 end
 
+-- The start counters of a number, a (number, client) pair, a client address and a user live as
+-- fields of shared hashes (gateway/keys.py limits), "<count>:<end>": a fixed window from the
+-- counter's first send, as a key of its own with that TTL would be. A hash holds the counters
+-- begun in one generation (Redis's seconds // the window) and expires when the last of them can
+-- end, two generations after its own began; so a counter is in this generation's hash or, while
+-- its window runs, the last one's (K[name .. '_prev']), where it goes on being counted.
+local clock = p.clock
+local counters = {}
+local function counter(name)
+  local found = counters[name]
+  if found then return found end
+  local field, key = p.fields[name], K[name]
+  local value = redis.call('HGET', key, field)
+  if not value then
+    key = K[name .. '_prev']
+    value = redis.call('HGET', key, field)
+  end
+  local count, ends = 0, nil
+  if value then
+    local c, e = string.match(value, '^(%d+):(%d+)$')
+    if e and tonumber(e) > SEC then count, ends = tonumber(c), tonumber(e) end
+  end
+  if not ends then key = K[name] end
+  found = {count = count, ends = ends, key = key}
+  counters[name] = found
+  return found
+end
+
+-- Seconds until a shared counter over its limit resets, else nil.
+local function over_shared(name, limit_window)
+  local limit = limit_window[1]
+  if limit <= 0 then return nil end
+  local c = counter(name)
+  if c.count >= limit then return c.ends - NOW end
+  return nil
+end
+
+local function bump_shared(name)
+  local c = counter(name)
+  local ends = c.ends or (SEC + clock.window)
+  redis.call('HSET', c.key, p.fields[name], (c.count + 1) .. ':' .. ends)
+  local generation = clock.generation + (c.key == K[name] and 2 or 1)
+  redis.call('EXPIREAT', c.key, generation * clock.window)
+end
+
 local pump = p.pump
 
 -- Trip a breaker: refuse sends to the scope for the cool-off, visibly and audited.
@@ -78,22 +123,24 @@ local converted = redis.call('EXISTS', conv_key) == 1
 local L = p.limits
 local function check()
   if p.limited then
-    local r = over(K.pair, L.pair)
+    local r = over_shared('pair', L.pair)
     if r then return 'number', r end
-    r = over(K.number, L.number)
+    r = over_shared('number', L.number)
     -- 18F's lesson: someone flooding a victim's number must not lock the victim out. A client
     -- already let through for this number in the window, or a user who has verified this
     -- number before, still gets its own (number, client) allowance.
-    if r and count(K.pair) == 0 and not (p.user ~= '' and redis.call('HEXISTS', conv_key, 'u:' .. p.user) == 1) then
+    if r and counter('pair').count == 0 and not (p.user ~= '' and redis.call('HEXISTS', conv_key, 'u:' .. p.user) == 1) then
       return 'number', r
     end
-    for _, axis in ipairs({{'ip', 'client_ip'}, {'user', 'user'}, {'country', 'country'}}) do
+    for _, axis in ipairs({{'ip', 'client_ip'}, {'user', 'user'}}) do
       local lw = L[axis[1]]
       if lw then
-        r = over(K[axis[1]], lw)
+        r = over_shared(axis[1], lw)
         if r then return axis[2], r end
       end
     end
+    r = over(K.country, L.country)
+    if r then return 'country', r end
   end
   local r = over(K.global, L.global)
   if r then return 'global', r end
@@ -133,10 +180,11 @@ if reason then
 end
 
 if p.limited then
-  for _, name in ipairs({'pair', 'number', 'ip', 'user', 'country'}) do
+  for _, name in ipairs({'pair', 'number', 'ip', 'user'}) do
     local lw = L[name]
-    if lw and lw[1] > 0 then bump(K[name], lw[2]) end
+    if lw and lw[1] > 0 then bump_shared(name) end
   end
+  if L.country[1] > 0 then bump(K.country, L.country[2]) end
 end
 if L.global[1] > 0 then bump(K.global, L.global[2]) end
 local warn = ''

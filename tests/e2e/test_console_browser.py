@@ -16,6 +16,7 @@ import pytest
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from tests.conftest import ADMIN_KEY
 from tests.stack import ROOT, Stack, poll
+from tests.test_abuse import number_counters
 
 ANNA, BEA, CARL, DORA = "+48600500101", "+48600500102", "+48600500103", "+48600500104"
 
@@ -143,8 +144,8 @@ def test_unblock_a_number_but_not_with_a_wrong_csrf_token(stack: Stack, made: di
 def test_refused_without_a_session(stack: Stack, made: dict[str, Any], page: Any) -> None:
     page.goto(f"{stack.url}/console/users/bea")
     assert "/console/login" in page.url
-    counters = sorted(stack.redis.keys(f"gw:lim:*{BEA}*"))
+    counters = number_counters(stack.redis, BEA)
     assert counters  # the start of the fixture counted
     r = page.request.post(f"{stack.url}/console/numbers/{BEA}/clear-rate-limit", form={"csrf_token": "x"})
     assert r.status == 401
-    assert sorted(stack.redis.keys(f"gw:lim:*{BEA}*")) == counters
+    assert number_counters(stack.redis, BEA) == counters
