@@ -130,10 +130,10 @@ def _payload(
     }
     named = {"country": keys.limit("country", country), "global": keys.GLOBAL_LIMIT, "confirm": keys.limit("confirm", e164)}
     # The counters kept in the shared limits hashes (keys.limits): each one's field, and the
-    # identity whose shard holds it (a number's pairs beside it, so the console finds them).
+    # identity whose shard holds it (a pair's is its number's: admit.lua, and the console finds them).
     number_field = keys.limit_field("number", e164)
     fields = {"pair": keys.limit_field("pair", e164, client), "number": number_field}
-    shards = {"pair": number_field, "number": number_field}
+    shards = {"number": number_field}
     if ip:
         limits["ip"], fields["ip"] = [a.per_ip, window], keys.limit_field("ip", ip)
     if user_id:

@@ -47,16 +47,18 @@ end
 -- counter's first send, as a key of its own with that TTL would be. A hash holds the counters
 -- begun in one generation (Redis's seconds // the window) and expires when the last of them can
 -- end, two generations after its own began; so a counter is in this generation's hash or, while
--- its window runs, the last one's (K[name .. '_prev']), where it goes on being counted.
+-- its window runs, the last one's (K[shard .. '_prev']), where it goes on being counted. A pair's
+-- counter is in its number's shard.
 local clock = p.clock
 local counters = {}
 local function counter(name)
   local found = counters[name]
   if found then return found end
-  local field, key = p.fields[name], K[name]
+  local shard = name == 'pair' and 'number' or name
+  local field, key = p.fields[name], K[shard]
   local value = redis.call('HGET', key, field)
   if not value then
-    key = K[name .. '_prev']
+    key = K[shard .. '_prev']
     value = redis.call('HGET', key, field)
   end
   local count, ends = 0, nil
@@ -64,8 +66,8 @@ local function counter(name)
     local c, e = string.match(value, '^(%d+):(%d+)$')
     if e and tonumber(e) > SEC then count, ends = tonumber(c), tonumber(e) end
   end
-  if not ends then key = K[name] end
-  found = {count = count, ends = ends, key = key}
+  if not ends then key = K[shard] end
+  found = {count = count, ends = ends, key = key, current = key == K[shard]}
   counters[name] = found
   return found
 end
@@ -83,7 +85,7 @@ local function bump_shared(name)
   local c = counter(name)
   local ends = c.ends or (SEC + clock.window)
   redis.call('HSET', c.key, p.fields[name], (c.count + 1) .. ':' .. ends)
-  local generation = clock.generation + (c.key == K[name] and 2 or 1)
+  local generation = clock.generation + (c.current and 2 or 1)
   redis.call('EXPIREAT', c.key, generation * clock.window)
 end
 
