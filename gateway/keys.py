@@ -131,14 +131,14 @@ def limit(axis: str, *parts: str) -> str:
     return ":".join([f"gw:lim:{axis}", *parts])
 
 
-# The start counters of one number, client or user (pair, number, ip, user) are fields of
-# shared hashes, not keys of their own: a key with a TTL costs ~130 B of Redis (its object,
-# and entries in the key and expiry tables), a field in a small hash (listpack) ~30 B. This is
-# Redis's documented pattern for many small counters ("Use hashes when possible",
-# https://redis.io/docs/latest/operate/oss_and_stack/management/optimization/memory-optimization/).
-# A field's hash is chosen by its identity (crc32) among LIMIT_SHARDS, so each hash stays within
-# the listpack encoding (hash-max-listpack-entries, 128) up to ~100,000 counters a window, and by
-# the generation of the window setting its first send fell in (admit.lua explains why two).
+# The start counters of a number, a (number, client) pair, a client address and a user are
+# fields of shared hashes, not keys of their own: a key with a TTL costs ~130 B of Redis (its
+# object, and entries in the key and expiry tables), a field in a shared hash ~35 B
+# (docs/performance.md). This is Redis's documented pattern for many small counters ("Use hashes
+# when possible", https://redis.io/docs/latest/operate/oss_and_stack/management/optimization/memory-optimization/).
+# A counter's hash is chosen by the window generation its first send fell in (admit.lua says why
+# this one and the last are read) and by its identity's shard (crc32 among LIMIT_SHARDS), so that
+# each hash stays a listpack (hash-max-listpack-entries, 128) up to ~100,000 counters a generation.
 LIMIT_SHARDS = 1024
 
 
