@@ -141,9 +141,10 @@ end
 local function finish(key, stream, status, reason)
   redis.call('HSET', key, 'status', status, 'reason', reason, 'ended', NOW_S)
   redis.call('HDEL', key, 'code', 'enc', 'keep', 'keepd', 'deadline')
-  local f = redis.call('HMGET', key, 'id', 'user_id', 'first_name', 'last_name', 'email', 'to',
+  -- The id is the key's end, never a field: asking for it would scan the whole listpack.
+  local f = redis.call('HMGET', key, 'user_id', 'first_name', 'last_name', 'email', 'to',
                        'channel', 'client_ip', 'created', 'n', 'chain', 'country')
-  f[1] = id_of(key)
+  table.insert(f, 1, id_of(key))
   local attempts = attempts_of(key, tonumber(f[10]) or 0, f[9])
   local record = {
     verification_id = f[1], user_id = f[2] or '', first_name = f[3] or '', last_name = f[4] or '',
