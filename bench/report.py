@@ -90,7 +90,6 @@ def _api(results: dict[str, Any]) -> str:
 
 
 def _e2e(results: dict[str, Any]) -> str:
-    reference = {r["concurrency"]: r["reference"]["verifications_per_s"] for r in results["api"]}
     rows = []
     for r in results["e2e"]["rows"]:
         c = r["cpu_ms"]

@@ -18,7 +18,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyotp
-import pytest
 import redis
 
 from config import load_settings

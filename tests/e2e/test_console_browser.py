@@ -15,7 +15,7 @@ import pytest
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from tests.conftest import ADMIN_KEY
-from tests.stack import ROOT, Stack, poll
+from tests.stack import ROOT, Stack
 from tests.test_abuse import number_counters
 
 ANNA, BEA, CARL, DORA = "+48600500101", "+48600500102", "+48600500103", "+48600500104"
