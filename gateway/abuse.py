@@ -94,7 +94,9 @@ def _timed(svc: Services, payload: dict[str, Any]) -> Callable[[float], dict[str
     Redis's clock decides. (The pumping windows' buckets are fields the scripts choose at Redis's
     time: conversion_lib.lua.)"""
     window = svc.settings.rate_limit_window
-    shards = payload.pop("shards")  # the script needs their keys, not them
+    # Each counter's hash is its own field's shard, but a pair's is its number's (admit.lua): the
+    # console finds a number's pairs beside it.
+    shards = {name: field for name, field in payload["fields"].items() if name != "pair"}
 
     def at(now: float) -> dict[str, Any]:
         day, generation = int(now // keys.DAY), int(now // window)
@@ -129,16 +131,12 @@ def _payload(
         "confirm": [a.confirm_calls_per_hour, 3600],
     }
     named = {"country": keys.limit("country", country), "global": keys.GLOBAL_LIMIT, "confirm": keys.limit("confirm", e164)}
-    # The counters kept in the shared limits hashes (keys.limits): each one's field, and the
-    # identity whose shard holds it (a pair's is its number's: admit.lua, and the console finds them).
-    number_field = keys.limit_field("number", e164)
-    fields = {"pair": keys.limit_field("pair", e164, client), "number": number_field}
-    shards = {"number": number_field}
+    # The counters kept in the shared limits hashes (keys.limits, chosen by _timed): their fields.
+    fields = {"pair": keys.limit_field("pair", e164, client), "number": keys.limit_field("number", e164)}
     if ip:
         limits["ip"], fields["ip"] = [a.per_ip, window], keys.limit_field("ip", ip)
     if user_id:
         limits["user"], fields["user"] = [a.per_user, window], keys.limit_field("user", user_id)
-    shards |= {name: fields[name] for name in ("ip", "user") if name in fields}
     paid = channel is not Channel.TOTP
     prefix = prefix_of(e164)
     named |= {  # and the time-chosen ones: _timed
@@ -152,7 +150,7 @@ def _payload(
         "keys": named, "kind": kind, "idem": bool(idem), "number": e164, "user": user_id or "", "country": country,
         "prefix": prefix, "limited": kind != "fallback", "paid": paid,
         "confirm_call": channel is Channel.CALL and ivr_mode == "confirm", "limits": limits,
-        "fields": fields, "shards": shards,
+        "fields": fields,
         "pump": {
             "window": a.pumping_window, "buckets": BUCKETS, "cooloff": a.pumping_cooloff,
             "min_sends": a.pumping_min_sends, "country_min_sends": a.pumping_country_min_sends,

@@ -73,8 +73,8 @@ def _form(values: dict[str, object]) -> str:
 def http_client(base_url: str, timeout: float) -> HttpClient:
     """The HTTP client for a carrier at base_url, with the environment's proxy and CA-bundle
     settings read once (requests' own lookup), not on every request."""
-    session = requests.Session()
-    found = session.merge_environment_settings(base_url, {}, None, None, None)
+    with requests.Session() as session:
+        found = session.merge_environment_settings(base_url, {}, None, None, None)
     if select_proxy(base_url, found["proxies"]) is None:
         return PooledHttpClient(timeout, found["verify"] if isinstance(found["verify"], str) else None)
     http = TwilioHttpClient(timeout=timeout)
